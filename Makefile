@@ -1,0 +1,23 @@
+# The two commands the README leads with. Both create .venv on first use.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: demo test lint clean
+
+$(PY):
+	python3 -m venv .venv
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) train_dali.py
+
+test: $(STAMP)
+	$(PY) -m ruff check dali_snapmix kernels benchmarks tests train_dali.py
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf .venv .pytest_cache runs

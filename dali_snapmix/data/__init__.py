@@ -1,0 +1,21 @@
+"""Data: the embedded dataset, image sources, the transform spec and the loaders."""
+
+from .loader import Batch, DALILoader, TorchLoader, make_loader, resolve_device
+from .sources import BadImageError, ImageSource
+from .spec import EpochPlan, TransformSpec, plan_epoch
+from .synthetic import SyntheticBirds, ensure_synthetic_birds
+
+__all__ = [
+    "Batch",
+    "BadImageError",
+    "DALILoader",
+    "EpochPlan",
+    "ImageSource",
+    "SyntheticBirds",
+    "TorchLoader",
+    "TransformSpec",
+    "ensure_synthetic_birds",
+    "make_loader",
+    "plan_epoch",
+    "resolve_device",
+]
