@@ -7,7 +7,8 @@ runs (``"mixed"``: nvJPEG, output on the GPU) and where the integer tensors end 
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types

@@ -8,9 +8,10 @@ evaluation, and with ``torch.distributed`` initialised each rank reads its own s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch

@@ -87,7 +87,7 @@ class ImageSource:
 
     # -- constructors ------------------------------------------------------------
     @classmethod
-    def from_folder(cls, root: str | os.PathLike, *, on_bad_file: OnBadFile = "error") -> "ImageSource":
+    def from_folder(cls, root: str | os.PathLike, *, on_bad_file: OnBadFile = "error") -> ImageSource:
         """ImageFolder layout: ``root/<class>/<image>``; classes sorted by name."""
         root = _existing_dir(root)
         classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
@@ -109,7 +109,7 @@ class ImageSource:
     @classmethod
     def from_file_list(
         cls, list_file: str | os.PathLike, *, root: str | os.PathLike | None = None, on_bad_file: OnBadFile = "error"
-    ) -> "ImageSource":
+    ) -> ImageSource:
         """A text file with ``<relative path> <integer label>`` per line (paths relative to ``root``,
         by default the list's folder). Blank lines and lines starting with ``#`` are ignored."""
         list_file = Path(list_file)
@@ -138,7 +138,7 @@ class ImageSource:
     @classmethod
     def from_cub(
         cls, root: str | os.PathLike, *, split: Literal["train", "test"], on_bad_file: OnBadFile = "error"
-    ) -> "ImageSource":
+    ) -> ImageSource:
         """CUB-200-2011 as distributed: images.txt, image_class_labels.txt,
         train_test_split.txt, classes.txt and images/ under ``root``. Labels are 0-based."""
         root = _existing_dir(root)
@@ -173,7 +173,7 @@ class ImageSource:
         return cls._scan([root / "images" / images[i] for i in ids], lab, names, on_bad_file)
 
     @classmethod
-    def _scan(cls, files: list[Path], labels: list[int], classes: tuple[str, ...], on_bad_file: OnBadFile) -> "ImageSource":
+    def _scan(cls, files: list[Path], labels: list[int], classes: tuple[str, ...], on_bad_file: OnBadFile) -> ImageSource:
         if on_bad_file not in ("error", "skip"):
             raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
         keep, sizes, skipped = [], [], []
