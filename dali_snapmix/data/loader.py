@@ -262,6 +262,8 @@ class TorchLoader(_PlannedLoader):
             batch_sampler=self._sampler,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
+            # fork() after DALI (or any threaded runtime) has started threads can deadlock
+            multiprocessing_context="spawn" if num_workers > 0 else None,
             pin_memory=self.device == "gpu",
             collate_fn=_collate,
         )
