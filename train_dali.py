@@ -48,7 +48,7 @@ def parse_args(argv=None) -> Config:
     return Config(**vars(p.parse_args(argv)))
 
 
-def evaluate(model, loader, device) -> float:
+def evaluate(model, loader) -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
             seen += len(b)
             loss_sum += loss.item() * len(b)
         dt = time.perf_counter() - t0
-        acc = evaluate(model, test_loader, tdev)
+        acc = evaluate(model, test_loader)
         best = max(best, acc)
         row = dict(epoch=epoch, loss=loss_sum / seen, top1=acc, seconds=dt, images_per_s=seen / dt)
         with open(out / "log.jsonl", "a") as f:

@@ -164,7 +164,6 @@ class DALILoader(_PlannedLoader):
         b = np.stack([np.minimum(np.ceil(win[:, 1]), h), np.minimum(np.ceil(win[:, 3]), w)], axis=1)
         roi_start = np.stack([win[:, 0], win[:, 2]], axis=1) - a
         roi_end = np.stack([win[:, 1], win[:, 3]], axis=1) - a
-        n = len(idx)
         return (
             enc,
             list(self.source.labels[idx]),
@@ -175,7 +174,7 @@ class DALILoader(_PlannedLoader):
             list(roi_end.astype(np.float32)),
             [np.array(f, dtype=np.int32) for f in plan.flip[sl]],  # DALI's mirror takes int32
             list(win.astype(np.float32)),
-        ) if n else None
+        )
 
     def _plan_cached(self, epoch: int) -> EpochPlan:
         if epoch not in self._plans:
