@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .sources import BadImageError, ImageSource, full_decode_error
-from .spec import EpochPlan, TransformSpec, plan_epoch
+from .spec import EpochPlan, TransformSpec, plan_epoch, resized_size
 
 __all__ = ["Batch", "DALILoader", "TorchLoader", "make_loader", "resolve_device"]
 
@@ -194,8 +194,15 @@ class DALILoader(_PlannedLoader):
             num_threads=self.num_threads,
             prefetch=self.prefetch,
             seed=self.seed,
+            antialias=self._downscales(),
         )
         self._pipe_next_epoch = first_epoch
+
+    def _downscales(self) -> bool:
+        """True when the spec shrinks any image of the source along either axis."""
+        h, w = self.source.sizes[:, 0], self.source.sizes[:, 1]
+        rh, rw = resized_size(h, w, self.spec)
+        return bool(np.any(rh < h) or np.any(rw < w))
 
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
