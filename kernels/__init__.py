@@ -1,0 +1,14 @@
+"""In-place mixing kernels, one source for CUDA and CPU (installed as ``dali_snapmix.kernels``).
+
+Each kernel dispatches by the tensors' device: CUDA tensors go to Numba CUDA kernels
+(zero-copy through ``__cuda_array_interface__``), CPU tensors to Numba CPU kernels;
+``backend="reference"`` forces the pure-torch reference that sits beside each kernel.
+Numba and its CUDA target are imported only when a kernel first runs.
+"""
+
+from .blend import blend, mask_blend
+from .fill_box import fill_box
+from .paste_resized import paste_resized
+from .spm_box_mass import spm_box_mass
+
+__all__ = ["blend", "fill_box", "mask_blend", "paste_resized", "spm_box_mass"]

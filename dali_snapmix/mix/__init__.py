@@ -1,0 +1,1 @@
+"""Mixing methods: one module per method, one label contract."""

@@ -1,0 +1,181 @@
+"""In-place blends with a partner permutation: Mixup (Zhang et al., ICLR 2018, Eq. 1)
+with a weight per sample, and a per-pixel weight map per sample (GuidedMixup, FMix,
+SmoothMix):
+
+    x[i] <- m[i] * x[i] + (1 - m[i]) * x[perm[i]]
+
+In place although every output reads another sample: the permutation is split into
+cycles i0 -> perm[i0] -> ...; walking a cycle in that order, each sample's partner is
+still unwritten except at the cycle's end, whose partner (the cycle's first sample) is
+kept in a register. Every pixel is read once and written once; no scratch buffer.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from . import _dispatch as D
+from ._target import Target, build, nvtx_range, rebind
+
+__all__ = ["blend", "blend_reference", "mask_blend", "mask_blend_reference"]
+
+
+# ---------------------------------------------------------------- the math, once
+
+
+def mix_pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel):
+    """Blend pixel ``p`` (an offset inside one image of N values) of every sample."""
+    wp = p % HW if per_pixel else 0
+    ws = HW if per_pixel else 1
+    for q in range(ncyc):
+        s = cstart[q]
+        e = cstart[q + 1]
+        first = load(x, order[s] * N + p)
+        cur = first
+        for r in range(s, e):
+            i = order[r]
+            nxt = first
+            if r + 1 < e:
+                nxt = load(x, order[r + 1] * N + p)
+            m = np.float32(wts[i * ws + wp])
+            store(x, i * N + p, m * cur + (np.float32(1.0) - m) * nxt)
+            cur = nxt
+
+
+def _cpu_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
+    rows = (N + 255) // 256
+    for r in prange(rows):
+        for p in range(r * 256, min(N, r * 256 + 256)):
+            pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel)
+
+
+def _cuda_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
+    for p in range(cuda.grid(1), N, cuda.gridsize(1)):
+        pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel)
+
+
+def python_kernels(target: str, dtype: str):
+    tg = Target(target)
+    el = tg.element(dtype)
+    px = tg.device(mix_pixel, load=el["load"], store=el["store"])
+    if target == "cpu":
+        from numba import prange
+
+        return (rebind(_cpu_mix, prange=prange, pixel=px),)
+    from numba import cuda
+
+    return (rebind(_cuda_mix, cuda=cuda, pixel=px),)
+
+
+@functools.cache
+def _compiled(target: str, dtype: str):
+    return build(target, python_kernels(target, dtype)[0])
+
+
+def cycles(perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, starts): the cycles of a permutation, each walked i -> perm[i]."""
+    p = perm.tolist()
+    seen = [False] * len(p)
+    order, starts = [], [0]
+    for i in range(len(p)):
+        j = i
+        while not seen[j]:
+            seen[j] = True
+            order.append(j)
+            j = p[j]
+        if len(order) > starts[-1]:
+            starts.append(len(order))
+    return torch.tensor(order, dtype=torch.int64), torch.tensor(starts, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- backends
+
+
+def _numba(backend: str):
+    def run(images, *, perm, weights, per_pixel):
+        B, C, H, W = images.shape
+        order, starts = cycles(perm)
+        dev = images.device
+        args = (
+            D.flat(images, backend),
+            D.flat(D.on(weights.reshape(-1).float(), dev), backend),
+            D.flat(D.on(order, dev), backend),
+            D.flat(D.on(starts, dev), backend),
+            len(starts) - 1,
+            C * H * W,
+            H * W,
+            per_pixel,
+        )
+        k = _compiled(backend, D.dtype_name(images))
+        if backend == "cpu":
+            k(*args)
+        else:
+            D.launch(k, C * H * W, *args)
+        return images
+
+    return run
+
+
+_cpu, _cuda = _numba("cpu"), _numba("cuda")
+D.register("blend", "cpu")(lambda images, *, perm, weights: _cpu(images, perm=perm, weights=weights, per_pixel=False))
+D.register("blend", "cuda")(lambda images, *, perm, weights: _cuda(images, perm=perm, weights=weights, per_pixel=False))
+D.register("mask_blend", "cpu")(lambda images, *, perm, masks: _cpu(images, perm=perm, weights=masks, per_pixel=True))
+D.register("mask_blend", "cuda")(lambda images, *, perm, masks: _cuda(images, perm=perm, weights=masks, per_pixel=True))
+
+
+@D.register("blend", "reference")
+def blend_reference(images, *, perm, weights):
+    w = weights.to(images.device, torch.float32).view(-1, 1, 1, 1)
+    images.copy_((w * images.float() + (1 - w) * images[perm].float()).to(images.dtype))
+    return images
+
+
+@D.register("mask_blend", "reference")
+def mask_blend_reference(images, *, perm, masks):
+    m = masks.to(images.device, torch.float32)[:, None]
+    images.copy_((m * images.float() + (1 - m) * images[perm].float()).to(images.dtype))
+    return images
+
+
+# ---------------------------------------------------------------- public
+
+
+def _check_weights(name: str, w, shape: tuple[int, ...]) -> None:
+    if not isinstance(w, torch.Tensor) or w.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be a float32 tensor, got {getattr(w, 'dtype', type(w).__name__)}")
+    if tuple(w.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def blend(images: torch.Tensor, *, perm: torch.Tensor, weights: torch.Tensor, backend: str = "auto", tag: str = "mix") -> torch.Tensor:
+    """``images[i] <- w[i] * images[i] + (1 - w[i]) * images[perm[i]]``, in place.
+
+    images: NCHW float32/float16, contiguous. perm: int64 permutation (N,).
+    weights: float32 (N,), the weight of each sample's own image. Returns ``images``.
+    """
+    D.check_images("images", images)
+    p = D.check_perm("perm", perm, images.shape[0], permutation=True)
+    _check_weights("weights", weights, (images.shape[0],))
+    fn = D.pick("blend", backend, images.device)
+    with nvtx_range(f"{tag}/blend"):
+        return fn(images, perm=p, weights=weights)
+
+
+def mask_blend(images: torch.Tensor, *, perm: torch.Tensor, masks: torch.Tensor, backend: str = "auto", tag: str = "mix") -> torch.Tensor:
+    """``images[i] <- m[i] * images[i] + (1 - m[i]) * images[perm[i]]`` per pixel, in place.
+
+    masks: float32 (N, H, W), each sample's own-image weight per pixel (shared by the
+    channels). Otherwise as :func:`blend`.
+    """
+    D.check_images("images", images)
+    B, _, H, W = images.shape
+    p = D.check_perm("perm", perm, B, permutation=True)
+    _check_weights("masks", masks, (B, H, W))
+    fn = D.pick("mask_blend", backend, images.device)
+    with nvtx_range(f"{tag}/mask_blend"):
+        return fn(images, perm=p, masks=masks)

@@ -1,0 +1,291 @@
+"""Asymmetric cut-resize-paste (SnapMix, Huang et al., AAAI 2021, Eq. 3).
+
+For every sample i, the box ``src_box[i]`` of image ``perm[i]`` is resized bilinearly
+to the size of ``dst_box[i]`` and written into image i's ``dst_box[i]``, in place.
+Resampling is exactly ``F.interpolate(patch, size, mode="bilinear",
+align_corners=...)`` on the cut-out patch (the authors use align_corners=True).
+
+Sources and destinations are the same batch, so the kernel runs in two passes: gather
+(resample every source box into a scratch buffer, reading only untouched pixels) and
+scatter (copy the scratch into the destination boxes). A sample whose source or
+destination box is empty is left untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _dispatch as D
+from ._math import locate, src_coord
+from ._target import Target, build, nvtx_range, rebind
+from .blend import cycles
+
+__all__ = ["paste_resized", "paste_resized_reference"]
+
+LANES = 32  # CUDA threads that share one output row (one warp: coalesced columns)
+
+
+# ---------------------------------------------------------------- the math, once
+
+
+def x_coef(t, xi0, xi1, xl, xoff, src_box, dst_box, nb, align):
+    """Column coefficients of output column t (all samples' columns end to end)."""
+    i = locate(xoff, nb, t)
+    xx = t - xoff[i]
+    x0, x1, lx = src_coord(xx, src_box[4 * i + 3] - src_box[4 * i + 2], dst_box[4 * i + 3] - dst_box[4 * i + 2], align)
+    xi0[t] = x0
+    xi1[t] = x1
+    xl[t] = lx
+
+
+def resample_row(src, sbase, sstride, sh, dh, yy, dst, dbase, xi0, xi1, xl, xo, dw, x_start, x_step, align):
+    """Output row yy (of dh) of a patch whose row 0 starts at src[sbase], rows sstride
+    apart: F.interpolate's bilinear formula with precomputed column coefficients."""
+    y0, y1, ly = src_coord(yy, sh, dh, align)
+    r0 = sbase + y0 * sstride
+    r1 = sbase + y1 * sstride
+    hl0 = np.float32(1.0) - ly
+    for xx in range(x_start, dw, x_step):
+        a0 = xi0[xo + xx]
+        a1 = xi1[xo + xx]
+        lx = xl[xo + xx]
+        wl0 = np.float32(1.0) - lx
+        top = wl0 * load(src, r0 + a0) + lx * load(src, r0 + a1)
+        bot = wl0 * load(src, r1 + a0) + lx * load(src, r1 + a1)
+        store(dst, dbase + xx, hl0 * top + ly * bot)
+
+
+def copy_row(src, sbase, dst, dbase, n, x_start, x_step):
+    for xx in range(x_start, n, x_step):
+        dst[dbase + xx] = src[sbase + xx]
+
+
+# ---------------------------------------------------------------- drivers
+#
+# CPU: samples in the order of the permutation's cycles (i0, perm[i0], ...), rows in
+# parallel, written straight into the batch: each sample reads a partner that is not
+# written yet, except the cycle's last, which reads the first; that one source patch
+# per cycle is copied aside beforehand.
+# CUDA: every row of every sample at once, so gather all patches into a scratch
+# buffer, then scatter (the kernel boundary orders all reads before all writes).
+
+
+def _cpu_coefs(xi0, xi1, xl, xoff, src_box, dst_box, nb, align):
+    for t in prange(xoff[nb]):
+        coef(t, xi0, xi1, xl, xoff, src_box, dst_box, nb, align)
+
+
+def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff, xi0, xi1, xl, xoff, C, H, W, align):
+    for q in range(ncyc):
+        last = order[cstart[q + 1] - 1]
+        sy0 = src_box[4 * last]
+        sx0 = src_box[4 * last + 2]
+        sh = src_box[4 * last + 1] - sy0
+        sw = src_box[4 * last + 3] - sx0
+        for r in prange(C * sh):
+            c = r // sh
+            copy_row(images, (perm[last] * C + c) * H * W + (sy0 + r - c * sh) * W + sx0, saved, soff[q] + r * sw, sw, 0, 1)
+        for k in range(cstart[q], cstart[q + 1]):
+            i = order[k]
+            dy0 = dst_box[4 * i]
+            dx0 = dst_box[4 * i + 2]
+            dh = dst_box[4 * i + 1] - dy0
+            dw = dst_box[4 * i + 3] - dx0
+            sy0 = src_box[4 * i]
+            sx0 = src_box[4 * i + 2]
+            sh = src_box[4 * i + 1] - sy0
+            sw = src_box[4 * i + 3] - sx0
+            if dh * dw * sh * sw == 0:
+                continue
+            for r in prange(C * dh):
+                c = r // dh
+                yy = r - c * dh
+                dbase = (i * C + c) * H * W + (dy0 + yy) * W + dx0
+                if k == cstart[q + 1] - 1:
+                    row(saved, soff[q] + c * sh * sw, sw, sh, dh, yy, images, dbase, xi0, xi1, xl, xoff[i], dw, 0, 1, align)
+                else:
+                    row(images, (perm[i] * C + c) * H * W + sy0 * W + sx0, W, sh, dh, yy, images, dbase, xi0, xi1, xl, xoff[i], dw, 0, 1, align)
+
+
+def _cuda_coefs(xi0, xi1, xl, xoff, src_box, dst_box, nb, align):
+    for t in range(cuda.grid(1), xoff[nb], cuda.gridsize(1)):
+        coef(t, xi0, xi1, xl, xoff, src_box, dst_box, nb, align)
+
+
+def _cuda_gather(images, scratch, perm, src_box, dst_box, roff, eoff, xi0, xi1, xl, xoff, nb, C, H, W, align):
+    for t in range(cuda.grid(1), roff[nb] * LANES, cuda.gridsize(1)):
+        r = t // LANES
+        i = locate(roff, nb, r)
+        rr = r - roff[i]
+        dh = dst_box[4 * i + 1] - dst_box[4 * i]
+        dw = dst_box[4 * i + 3] - dst_box[4 * i + 2]
+        sy0 = src_box[4 * i]
+        sx0 = src_box[4 * i + 2]
+        c = rr // dh
+        base = (perm[i] * C + c) * H * W + sy0 * W + sx0
+        row(images, base, W, src_box[4 * i + 1] - sy0, dh, rr - c * dh, scratch, eoff[i] + rr * dw,
+            xi0, xi1, xl, xoff[i], dw, t % LANES, LANES, align)
+
+
+def _cuda_scatter(images, scratch, dst_box, roff, eoff, nb, C, H, W):
+    for t in range(cuda.grid(1), roff[nb] * LANES, cuda.gridsize(1)):
+        r = t // LANES
+        i = locate(roff, nb, r)
+        rr = r - roff[i]
+        dy0 = dst_box[4 * i]
+        dh = dst_box[4 * i + 1] - dy0
+        dw = dst_box[4 * i + 3] - dst_box[4 * i + 2]
+        c = rr // dh
+        dst = (i * C + c) * H * W + (dy0 + rr - c * dh) * W + dst_box[4 * i + 2]
+        copy(scratch, eoff[i] + rr * dw, images, dst, dw, t % LANES, LANES)
+
+
+def python_kernels(target: str, dtype: str):
+    """The kernel bodies with their globals bound for ``target``, not yet compiled as
+    kernels (the PTX check compiles these)."""
+    tg = Target(target)
+    el = tg.element(dtype)
+    coord = tg.device(src_coord, FT=np.float32, inline=True)
+    loc = tg.device(locate, inline=True)
+    coef = tg.device(x_coef, src_coord=coord, locate=loc)
+    if target == "cpu":
+        from numba import prange
+
+        row = tg.device(resample_row, src_coord=coord, load=el["load"], store=el["store"], inline=True)
+        return {  # the patch saved aside keeps the images' own dtype (raw copy)
+            "coefs": rebind(_cpu_coefs, prange=prange, coef=coef),
+            "paste": rebind(_cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_row, inline=True)),
+        }
+    from numba import cuda
+
+    f32 = Target("cuda").element("float32")
+    gather_row = tg.device(resample_row, src_coord=coord, load=el["load"], store=f32["store"], inline=True)
+    scatter_row = tg.device(copy_row, inline=True) if dtype == "float32" else tg.device(
+        _copy_row_f16, store=el["store"], inline=True)
+    return {
+        "coefs": rebind(_cuda_coefs, cuda=cuda, coef=coef),
+        "gather": rebind(_cuda_gather, cuda=cuda, row=gather_row, locate=loc),
+        "scatter": rebind(_cuda_scatter, cuda=cuda, copy=scatter_row, locate=loc),
+    }
+
+
+def _copy_row_f16(src, sbase, dst, dbase, n, x_start, x_step):
+    for xx in range(x_start, n, x_step):
+        store(dst, dbase + xx, src[sbase + xx])
+
+
+@functools.cache
+def _compiled(target: str, dtype: str):
+    return {k: build(target, f) for k, f in python_kernels(target, dtype).items()}
+
+
+# ---------------------------------------------------------------- backends
+
+
+def _offsets(sizes: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+
+
+def _numba(backend: str):
+    def run(images, *, perm, src_box, dst_box, align_corners):
+        B, C, H, W = images.shape
+        dh, dw = dst_box[:, 1] - dst_box[:, 0], dst_box[:, 3] - dst_box[:, 2]
+        sh, sw = src_box[:, 1] - src_box[:, 0], src_box[:, 3] - src_box[:, 2]
+        live = (dh > 0) & (dw > 0) & (sh > 0) & (sw > 0)
+        if not bool(live.any()):
+            return images
+        dev = images.device
+        xoff = _offsets(torch.where(live, dw, 0))
+        xi0 = torch.empty(int(xoff[-1]), dtype=torch.int64, device=dev)
+        xi1 = torch.empty_like(xi0)
+        xl = torch.empty(int(xoff[-1]), dtype=torch.float32, device=dev)
+        k = _compiled(backend, D.dtype_name(images))
+        sb, db = D.on(src_box.reshape(-1), dev), D.on(dst_box.reshape(-1), dev)
+        F_ = functools.partial(D.flat, backend=backend)
+        coef_args = (F_(xi0), F_(xi1), F_(xl), F_(D.on(xoff, dev)), F_(sb), F_(db), B, align_corners)
+        if backend == "cpu":
+            k["coefs"](*coef_args)
+            order, starts = cycles(perm)
+            last = order[starts[1:] - 1]
+            soff = _offsets(C * sh[last] * sw[last])
+            saved = torch.empty(int(soff[-1]), dtype=images.dtype)
+            k["paste"](
+                F_(images), F_(saved), F_(perm), F_(sb), F_(db), F_(order), F_(starts), len(starts) - 1, F_(soff),
+                F_(xi0), F_(xi1), F_(xl), F_(xoff), C, H, W, align_corners,
+            )
+            return images
+        roff = _offsets(torch.where(live, C * dh, 0))
+        eoff = _offsets(torch.where(live, C * dh * dw, 0))
+        scratch = torch.empty(int(eoff[-1]), dtype=torch.float32, device=dev)
+        ro, eo = F_(D.on(roff, dev)), F_(D.on(eoff, dev))
+        x, s = F_(images), F_(scratch)
+        D.launch(k["coefs"], int(xoff[-1]), *coef_args)
+        n = int(roff[-1]) * LANES
+        D.launch(k["gather"], n, x, s, F_(D.on(perm, dev)), F_(sb), F_(db), ro, eo, F_(xi0), F_(xi1), F_(xl),
+                 F_(D.on(xoff, dev)), B, C, H, W, align_corners)
+        D.launch(k["scatter"], n, x, s, F_(db), ro, eo, B, C, H, W)
+        return images
+
+    return run
+
+
+D.register("paste_resized", "cpu")(_numba("cpu"))
+D.register("paste_resized", "cuda")(_numba("cuda"))
+
+
+@D.register("paste_resized", "reference")
+def paste_resized_reference(images, *, perm, src_box, dst_box, align_corners=True):
+    """Pure torch: per-sample ``F.interpolate`` of the cut-out patch, computed in float32
+    (float64 for float64 input) for all samples first, then slice-assigned."""
+    patches = []
+    for i in range(images.shape[0]):
+        sy0, sy1, sx0, sx1 = src_box[i].tolist()
+        dy0, dy1, dx0, dx1 = dst_box[i].tolist()
+        if min(sy1 - sy0, sx1 - sx0, dy1 - dy0, dx1 - dx0) <= 0:
+            patches.append(None)
+            continue
+        patch = images[int(perm[i]), :, sy0:sy1, sx0:sx1][None]
+        ft = torch.float64 if images.dtype == torch.float64 else torch.float32
+        out = F.interpolate(patch.to(ft), size=(dy1 - dy0, dx1 - dx0), mode="bilinear", align_corners=align_corners)
+        patches.append(out[0].to(images.dtype))
+    for i, p in enumerate(patches):
+        if p is not None:
+            dy0, dy1, dx0, dx1 = dst_box[i].tolist()
+            images[i, :, dy0:dy1, dx0:dx1] = p
+    return images
+
+
+# ---------------------------------------------------------------- public
+
+
+def paste_resized(
+    images: torch.Tensor,
+    *,
+    perm: torch.Tensor,
+    src_box: torch.Tensor,
+    dst_box: torch.Tensor,
+    align_corners: bool = True,
+    backend: str = "auto",
+    tag: str = "mix",
+) -> torch.Tensor:
+    """Paste ``images[perm[i]][src_box[i]]``, resized, into ``images[i][dst_box[i]]``, in place.
+
+    images: NCHW float32/float16, contiguous, CPU or CUDA. perm: int64 permutation (N,)
+    (self-pairs allowed). src_box, dst_box: int64 (N, 4) as
+    (y0, y1, x0, x1), half-open, inside the image. Returns ``images``.
+    ``tag`` prefixes the NVTX range (e.g. ``"snapmix/paste_resized"``).
+    """
+    D.check_images("images", images)
+    B, C, H, W = images.shape
+    p = D.check_perm("perm", perm, B, permutation=True)
+    sb = D.check_boxes("src_box", src_box, B, H, W)
+    db = D.check_boxes("dst_box", dst_box, B, H, W)
+    if not isinstance(align_corners, bool):
+        raise ValueError(f"align_corners must be a bool, got {align_corners!r}")
+    fn = D.pick("paste_resized", backend, images.device)
+    with nvtx_range(f"{tag}/paste_resized"):
+        return fn(images, perm=p, src_box=sb, dst_box=db, align_corners=align_corners)

@@ -1,0 +1,229 @@
+"""CPU kernels against independent float64 torch computations, edge cases and bad input.
+
+Fresh random inputs every run (the seed is printed on failure through the ids).
+Tolerances: float32 kernels vs a float64 computation: 1e-5 absolute on N(0, 1)
+images; float16: 2e-3 (one half-precision step at |x| < 4); SPM masses: 1e-5 relative
+(they are exact to ~1e-15 in practice).
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dali_snapmix.kernels import blend, fill_box, mask_blend, paste_resized, spm_box_mass
+from dali_snapmix.kernels.blend import cycles
+from dali_snapmix.kernels.paste_resized import paste_resized_reference
+
+SEED = int.from_bytes(os.urandom(4), "little")
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+@pytest.fixture
+def g():
+    return torch.Generator().manual_seed(SEED)
+
+
+def rand_boxes(g, n, H, W, *, allow_empty=True):
+    y0 = torch.randint(0, H + (1 if allow_empty else 0), (n,), generator=g)
+    x0 = torch.randint(0, W + (1 if allow_empty else 0), (n,), generator=g)
+    lo = 0 if allow_empty else 1
+    y1 = y0 + (torch.randint(0, 1 << 30, (n,), generator=g) % (H - y0 + 1 - lo) + lo)
+    x1 = x0 + (torch.randint(0, 1 << 30, (n,), generator=g) % (W - x0 + 1 - lo) + lo)
+    return torch.stack([y0, y1.clamp(max=H), x0, x1.clamp(max=W)], 1)
+
+
+def expected_paste(x, perm, sb, db, align):
+    """Out of place, float64: the source patches come from an untouched copy."""
+    orig, out = x.double(), x.double().clone()
+    for i in range(x.shape[0]):
+        sy0, sy1, sx0, sx1 = sb[i].tolist()
+        dy0, dy1, dx0, dx1 = db[i].tolist()
+        if min(sy1 - sy0, sx1 - sx0, dy1 - dy0, dx1 - dx0) <= 0:
+            continue
+        patch = orig[int(perm[i]), :, sy0:sy1, sx0:sx1][None]
+        out[i, :, dy0:dy1, dx0:dx1] = F.interpolate(patch, size=(dy1 - dy0, dx1 - dx0), mode="bilinear", align_corners=align)[0]
+    return out
+
+
+EDGE_BOXES = {
+    # name: (src boxes, dst boxes) for a batch of 3 images of 20 x 24
+    "one-pixel source (upscale)": ([[5, 6, 7, 8], [0, 1, 0, 1], [19, 20, 23, 24]], [[0, 20, 0, 24], [3, 9, 4, 10], [10, 20, 12, 24]]),
+    "one-pixel destination": ([[0, 20, 0, 24], [2, 9, 3, 17], [0, 1, 0, 24]], [[0, 1, 0, 1], [19, 20, 23, 24], [7, 8, 9, 10]]),
+    "full image both": ([[0, 20, 0, 24]] * 3, [[0, 20, 0, 24]] * 3),
+    "borders": ([[0, 7, 0, 24], [13, 20, 0, 5], [0, 20, 19, 24]], [[13, 20, 0, 24], [0, 20, 0, 3], [0, 4, 20, 24]]),
+    "downscale": ([[0, 20, 0, 24], [1, 19, 2, 22], [0, 16, 0, 16]], [[2, 5, 3, 6], [0, 7, 0, 2], [4, 8, 4, 12]]),
+    "zero-area boxes": ([[3, 3, 0, 5], [0, 5, 0, 5], [2, 8, 2, 8]], [[0, 5, 0, 5], [4, 9, 6, 6], [0, 0, 0, 0]]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("align", [True, False])
+@pytest.mark.parametrize("B", [1, 5, 16])
+def test_paste_resized_random(g, dtype, align, B):
+    H, W = 37, 45
+    x = torch.randn(B, 3, H, W, generator=g).to(dtype)
+    perm = torch.randperm(B, generator=g)  # self-pairs included by chance
+    sb, db = rand_boxes(g, B, H, W), rand_boxes(g, B, H, W)
+    want = expected_paste(x, perm, sb, db, align)
+    got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
+    assert (got.double() - want).abs().max() <= TOL[dtype], (SEED, sb, db)
+    ref = paste_resized_reference(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align)
+    assert (ref.double() - want).abs().max() <= TOL[dtype]
+
+
+@pytest.mark.parametrize("case", EDGE_BOXES)
+@pytest.mark.parametrize("align", [True, False])
+def test_paste_resized_edges(g, case, align):
+    sb, db = (torch.tensor(b) for b in EDGE_BOXES[case])
+    x = torch.randn(3, 2, 20, 24, generator=g)
+    for perm in (torch.tensor([0, 1, 2]), torch.tensor([2, 0, 1])):  # self-pairs; one cycle
+        want = expected_paste(x, perm, sb, db, align)
+        got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
+        assert (got.double() - want).abs().max() <= 1e-5, case
+
+
+def test_paste_resized_aliasing_and_untouched_pixels(g):
+    """Sources overlap other samples' destinations. Pixels that are destinations but
+    no one's source are poisoned with NaN: all must be overwritten; pixels outside the
+    destinations (NaN or not) must come back bit for bit."""
+    B, H, W = 6, 30, 30
+    x = torch.randn(B, 3, H, W, generator=g)
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    sb = torch.tensor([[5, 25, 5, 25]] * B)
+    db = torch.tensor([[0, 20, 0, 20], [10, 30, 10, 30], [0, 30, 0, 15], [3, 4, 0, 30], [0, 30, 29, 30], [0, 30, 0, 30]])
+    read = torch.zeros(B, H, W, dtype=torch.bool)
+    for i in range(B):
+        read[perm[i], 5:25, 5:25] = True
+    poison = torch.zeros(B, H, W, dtype=torch.bool)
+    outside = torch.ones(B, H, W, dtype=torch.bool)
+    for i, (y0, y1, x0, x1) in enumerate(db.tolist()):
+        outside[i, y0:y1, x0:x1] = False
+    poison = ~read  # NaN wherever nobody reads: inside and outside the destinations
+    x[poison[:, None].expand_as(x)] = float("nan")
+    want = expected_paste(x, perm, sb, db, True)
+    got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, backend="cpu")
+    assert not got[~outside[:, None].expand_as(got)].isnan().any()  # every destination pixel written
+    o = outside[:, None].expand_as(got)
+    assert torch.equal(got[o].isnan(), x[o].isnan()) and torch.equal(got[o].nan_to_num(), x[o].nan_to_num())
+    assert (got.double() - want).nan_to_num().abs().max() <= 1e-5
+
+
+def _spm_oracle(cams, boxes, H, W):
+    up = F.interpolate(cams[:, None].double(), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    up = up - up.amin(dim=(1, 2), keepdim=True)
+    spm = up / up.sum(dim=(1, 2), keepdim=True)
+    return torch.stack([torch.stack([spm[b, y0:y1, x0:x1].sum() for y0, y1, x0, x1 in boxes[b].tolist()]) for b in range(len(boxes))])
+
+
+@pytest.mark.parametrize("h,w,H,W", [(14, 14, 448, 448), (7, 7, 224, 224), (7, 9, 100, 61), (5, 5, 3, 4), (1, 1, 8, 8), (3, 1, 17, 9)])
+def test_spm_box_mass_matches_materialised_map(g, h, w, H, W):
+    B, K = 5, 3
+    cams = torch.randn(B, h, w, generator=g) * 3 + 1
+    cams[1] = 0.7  # constant CAM: NaN, as the reference (0 / 0)
+    boxes = rand_boxes(g, B * K, H, W).view(B, K, 4)
+    boxes[0, 0] = torch.tensor([0, H, 0, W])  # full image: mass 1
+    boxes[2, 1] = torch.tensor([H - 1, H, W - 1, W])  # one pixel at the corner
+    boxes[3, 2] = torch.tensor([0, 1, 0, W])  # border row
+    got = spm_box_mass(cams, boxes, image_size=(H, W), backend="cpu")
+    want = _spm_oracle(cams, boxes, H, W)
+    # Constant CAM: NaN for every non-empty box. (The materialised map is usually exactly
+    # constant, hence 0 / 0 = NaN; for some sizes float rounding in interpolate leaves
+    # ~1e-17 noise that would be normalised into a meaningless map: the kernel says NaN.)
+    nonempty = (boxes[..., 1] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 2])
+    assert torch.equal(got[1].isnan(), nonempty[1]) and (got[1][~nonempty[1]] == 0).all()
+    if h * w > 1:  # (a 1 x 1 CAM is always constant)
+        assert not got[[0, 2, 3, 4]].isnan().any() and not want[[0, 2, 3, 4]].isnan().any()
+    ok = ~got.isnan()
+    assert ((got[ok] - want[ok]).abs() <= 1e-5 * want[ok].abs() + 1e-12).all(), SEED
+    if h > 1 or w > 1:
+        assert got[0, 0] == pytest.approx(1.0, abs=1e-12)
+    # (N, 4) boxes give (N,)
+    assert torch.equal(spm_box_mass(cams, boxes[:, 0], image_size=(H, W)).nan_to_num(), got[:, 0].nan_to_num())
+
+
+def test_spm_box_mass_minimum_is_the_upsampled_one():
+    """A CAM whose minimum sits at an interior grid point that the 448-grid never
+    samples exactly: shifting by the CAM's own minimum would be wrong by ~1e-2."""
+    cams = torch.zeros(1, 14, 14, dtype=torch.float64)
+    cams[0, 7, 7] = -5.0
+    cams[0, 2, 3] = 4.0
+    box = torch.tensor([[100, 300, 50, 250]])
+    got = spm_box_mass(cams, box, image_size=(448, 448), backend="cpu")
+    assert got.item() == pytest.approx(_spm_oracle(cams, box[:, None], 448, 448).item(), rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("B", [1, 2, 7, 16])
+def test_blend_and_mask_blend(g, dtype, B):
+    x = torch.randn(B, 3, 11, 13, generator=g).to(dtype)
+    for perm in (torch.randperm(B, generator=g), torch.arange(B), torch.roll(torch.arange(B), 1)):
+        w = torch.rand(B, generator=g)
+        want = w.double()[:, None, None, None] * x.double() + (1 - w.double())[:, None, None, None] * x.double()[perm]
+        got = blend(x.clone(), perm=perm, weights=w, backend="cpu")
+        assert (got.double() - want).abs().max() <= TOL[dtype]
+        m = torch.rand(B, 11, 13, generator=g)
+        want = m.double()[:, None] * x.double() + (1 - m.double())[:, None] * x.double()[perm]
+        got = mask_blend(x.clone(), perm=perm, masks=m, backend="cpu")
+        assert (got.double() - want).abs().max() <= TOL[dtype]
+
+
+def test_cycles_cover_the_permutation(g):
+    perm = torch.randperm(13, generator=g)
+    order, starts = cycles(perm)
+    assert sorted(order.tolist()) == list(range(13))
+    for s, e in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        seg = order[s:e].tolist()
+        assert [int(perm[i]) for i in seg] == seg[1:] + seg[:1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fill_box(g, dtype):
+    B, H, W = 9, 15, 17
+    x = torch.randn(B, 3, H, W, generator=g).to(dtype)
+    boxes = rand_boxes(g, B, H, W)
+    boxes[0] = torch.tensor([0, H, 0, W])
+    boxes[1] = torch.tensor([H - 1, H, 0, 1])
+    val = (0.25, -1.5, 3.0)
+    want = x.clone()
+    for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
+        for c in range(3):
+            want[i, c, y0:y1, x0:x1] = val[c]
+    assert torch.equal(fill_box(x.clone(), boxes=boxes, value=val, backend="cpu"), want)
+    assert torch.equal(fill_box(x.clone(), boxes=boxes, backend="cpu")[0], torch.zeros(3, H, W, dtype=dtype))
+
+
+def test_bad_input_is_named():
+    x = torch.randn(2, 3, 8, 8)
+    perm = torch.tensor([1, 0])
+    box = torch.tensor([[0, 4, 0, 4], [1, 5, 1, 5]])
+    with pytest.raises(ValueError, match="float64"):
+        paste_resized(x.double(), perm=perm, src_box=box, dst_box=box)
+    with pytest.raises(ValueError, match="contiguous"):
+        paste_resized(x.transpose(2, 3), perm=perm, src_box=box, dst_box=box)
+    with pytest.raises(ValueError, match="NCHW"):
+        blend(x[0], perm=perm, weights=torch.rand(2))
+    with pytest.raises(ValueError, match=r"dst_box\[1\] = \[1, 9, 1, 5\]"):
+        paste_resized(x, perm=perm, src_box=box, dst_box=torch.tensor([[0, 4, 0, 4], [1, 9, 1, 5]]))
+    with pytest.raises(ValueError, match=r"src_box\[0\] = \[3, 2, 0, 4\]"):
+        paste_resized(x, perm=perm, src_box=torch.tensor([[3, 2, 0, 4], [0, 1, 0, 1]]), dst_box=box)
+    with pytest.raises(ValueError, match=r"perm entries must be in \[0, 2\), got \[2, 0\]"):
+        paste_resized(x, perm=torch.tensor([2, 0]), src_box=box, dst_box=box)
+    with pytest.raises(ValueError, match="permutation"):
+        blend(x, perm=torch.tensor([0, 0]), weights=torch.rand(2))
+    with pytest.raises(ValueError, match="NaN"):
+        blend(x, perm=perm, weights=torch.tensor([0.5, float("nan")]))
+    with pytest.raises(ValueError, match="masks must have shape"):
+        mask_blend(x, perm=perm, masks=torch.rand(2, 8, 7))
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
+        fill_box(x, boxes=box, backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fill_box(x, boxes=box, backend="gpu")
+    with pytest.raises(ValueError, match="value must be"):
+        fill_box(x, boxes=box, value=(1.0, 2.0))
+    with pytest.raises(ValueError, match="cams must be float32 or float64"):
+        spm_box_mass(torch.zeros(2, 3, 3, dtype=torch.float16), box, image_size=(8, 8))
+    with pytest.raises(ValueError, match="image_size"):
+        spm_box_mass(torch.zeros(2, 3, 3), box, image_size=(8, 0))
+    with pytest.raises(ValueError, match=r"boxes\[1\]"):
+        spm_box_mass(torch.zeros(2, 3, 3), torch.tensor([[0, 4, 0, 4], [0, 4, 0, 9]]), image_size=(8, 8))

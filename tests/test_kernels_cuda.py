@@ -1,0 +1,50 @@
+"""The CUDA kernels without a GPU: Numba's simulator, and PTX for sm_80 / sm_90.
+
+Both run in their own processes: the simulator must be on before numba.cuda is
+imported, and the PTX compile patches numba.cuda while it runs.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def test_cuda_kernels_under_simulator():
+    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_checks.py")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all CUDA kernels agree" in r.stdout
+
+
+PTX_SCRIPT = """
+import json, sys
+from dali_snapmix.kernels.ptx import compile_all, ptxas_report
+cc = (int(sys.argv[1]), int(sys.argv[2]))
+out = {}
+for name, ptx in compile_all(cc).items():
+    assert ".entry" in ptx, name
+    out[name] = ptxas_report(ptx, cc) if sys.argv[3] == "1" else None
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("cc", [(8, 0), (9, 0)])
+def test_cuda_kernels_compile_to_ptx_without_spills(cc):
+    import json
+
+    have_ptxas = shutil.which("ptxas") is not None
+    r = subprocess.run(
+        [sys.executable, "-c", PTX_SCRIPT, str(cc[0]), str(cc[1]), "1" if have_ptxas else "0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    reports = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(reports) == 12
+    for name, rep in reports.items():
+        if rep is not None:
+            assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, (name, rep)
+            assert rep["registers"] > 0, (name, rep)
