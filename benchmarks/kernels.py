@@ -42,10 +42,9 @@ def main() -> None:
     dev = torch.device(a.device)
     g = torch.Generator().manual_seed(a.seed)
     B, S = a.batch, a.size
-    beta = torch.distributions.Beta(torch.tensor(5.0), torch.tensor(5.0))
-    torch.manual_seed(a.seed)
-    src_box = rand_boxes(beta.sample((B,)), height=S, width=S, generator=g)
-    dst_box = rand_boxes(beta.sample((B,)), height=S, width=S, generator=g)
+    rng = np.random.default_rng(a.seed)
+    src_box = rand_boxes(rng.beta(5.0, 5.0, B), height=S, width=S, rng=rng)
+    dst_box = rand_boxes(rng.beta(5.0, 5.0, B), height=S, width=S, rng=rng)
     perm = torch.randperm(B, generator=g)
     base = torch.randn(B, 3, S, S, generator=g).to(dev)
     x = base.clone()

@@ -1,1 +1,38 @@
-"""Mixing methods: one module per method, one label contract."""
+"""Mixing methods: one module per method, one label contract (y_a, y_b, w_a, w_b).
+
+    mix = build_mix("snapmix", num_classes=200)
+    out = mix(batch.images, batch.labels, model=model)   # images mixed in place
+    loss = mixed_cross_entropy(model(out.images), out)
+"""
+
+from __future__ import annotations
+
+from .base import MixedBatch, MixMethod, mixed_cross_entropy, soft_targets
+from .baseline import Baseline
+from .cam import CAMHead, class_activation_maps
+from .cutmix import CutMix
+from .cutout import CutOut
+from .mixup import Mixup
+from .params import BlendParams, BoxParams, CutOutParams
+from .snapmix import SnapMix
+
+__all__ = [
+    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
+    "MixedBatch", "Mixup", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+]
+
+METHODS = {
+    "baseline": Baseline,
+    "mixup": Mixup,
+    "cutmix": CutMix,
+    "as-cutmix": lambda **kw: CutMix(asymmetric=True, **kw),
+    "cutout": CutOut,
+    "snapmix": SnapMix,
+}
+
+
+def build_mix(name: str, **options) -> MixMethod:
+    """A mixing method by name, with the paper's defaults unless ``options`` say otherwise."""
+    if name not in METHODS:
+        raise ValueError(f"unknown mixing method {name!r}; choose one of {list(METHODS)}")
+    return METHODS[name](**options)

@@ -1,0 +1,117 @@
+"""The label contract every mixing method returns, its loss, and the shared plumbing.
+
+A mixed batch carries, per sample, two labels and two weights: (y_a, y_b, w_a, w_b).
+The loss is mean_i [CE(logits_i, y_a_i) * w_a_i + CE(logits_i, y_b_i) * w_b_i]; the
+weights need not sum to 1 (SnapMix's do not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MixMethod", "MixedBatch", "mixed_cross_entropy", "soft_targets"]
+
+
+@dataclass
+class MixedBatch:
+    """images: the mixed NCHW batch (the input tensor, modified in place); y_a, y_b:
+    int64 (N,); w_a, w_b: float32 (N,) on the images' device."""
+
+    images: torch.Tensor
+    y_a: torch.Tensor
+    y_b: torch.Tensor
+    w_a: torch.Tensor
+    w_b: torch.Tensor
+
+
+def mixed_cross_entropy(logits: torch.Tensor, target: MixedBatch) -> torch.Tensor:
+    """mean over the batch of CE(logits, y_a) * w_a + CE(logits, y_b) * w_b."""
+    ce_a = F.cross_entropy(logits, target.y_a, reduction="none")
+    ce_b = F.cross_entropy(logits, target.y_b, reduction="none")
+    return (ce_a * target.w_a + ce_b * target.w_b).mean()
+
+
+def soft_targets(target: MixedBatch, *, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+    """Dense (N, num_classes) targets w_a * t(y_a) + w_b * t(y_b), t = one-hot smoothed
+    as timm does ((1 - s) * one_hot + s / K), for soft-target losses."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+
+    def t(y: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
+
+    return target.w_a[:, None] * t(target.y_a) + target.w_b[:, None] * t(target.y_b)
+
+
+def check_prob(prob: float) -> float:
+    if not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+    return float(prob)
+
+
+def check_beta(beta: float) -> float:
+    if not isinstance(beta, (int, float)) or not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    return float(beta)
+
+
+class MixMethod:
+    """Sample, then apply. ``sample`` draws every random choice from ``self.rng`` (a
+    NumPy Generator seeded from ``seed``) into a frozen params object; ``apply`` is
+    deterministic; ``__call__`` samples only when no params are given."""
+
+    name = "?"
+
+    def __init__(self, *, num_classes: int | None = None, seed: int | None = None) -> None:
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto") -> MixedBatch:
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, model=None, params: Any = None,
+                 backend: str = "auto") -> MixedBatch:
+        self.check(images, labels)
+        if params is None:
+            params = self.sample(images, labels)
+        return self.apply(images, labels, params, model=model, backend=backend)
+
+    def check(self, images, labels) -> None:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"images must be an NCHW float tensor, got {getattr(images, 'dtype', type(images).__name__)} "
+                f"of shape {tuple(getattr(images, 'shape', ()))}"
+            )
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be an int64 tensor of shape (N,), got {getattr(labels, 'dtype', type(labels).__name__)}")
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        if labels.numel():
+            lo, hi = int(labels.min()), int(labels.max())
+            top = self.num_classes
+            if lo < 0 or (top is not None and hi >= top):
+                raise ValueError(f"labels must be in [0, {top if top is not None else 'num_classes'}), got min {lo}, max {hi}")
+
+    # helpers shared by the methods
+
+    def coin(self, prob: float) -> bool:
+        return bool(self.rng.random() < prob)
+
+    def permutation(self, n: int) -> torch.Tensor:
+        return torch.from_numpy(self.rng.permutation(n).astype(np.int64))
+
+    @staticmethod
+    def unmixed(images: torch.Tensor, labels: torch.Tensor, y_b: torch.Tensor | None = None) -> MixedBatch:
+        y = labels.to(images.device, torch.int64)
+        ones = torch.ones(len(y), dtype=torch.float32, device=images.device)
+        return MixedBatch(images, y, y if y_b is None else y_b.to(images.device), ones, torch.zeros_like(ones))

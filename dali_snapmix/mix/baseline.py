@@ -1,0 +1,19 @@
+"""Baseline: no mixing. Labels (y, y, 1, 0), so the same loss and trainer serve every method."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MixedBatch, MixMethod
+
+__all__ = ["Baseline"]
+
+
+class Baseline(MixMethod):
+    name = "baseline"
+
+    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        return None
+
+    def apply(self, images, labels, params=None, *, model=None, backend: str = "auto") -> MixedBatch:
+        return self.unmixed(images, labels)

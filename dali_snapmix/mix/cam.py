@@ -1,0 +1,97 @@
+"""Class activation maps (Zhou et al., CVPR 2016) for classifiers whose head is global
+average pooling followed by one linear layer, as SnapMix uses them.
+
+Only each sample's own-class map is computed: the classifier rows of the samples'
+labels are gathered and contracted with the features (no convolution over all
+classes). As in SnapMix's released code: ReLU on the features, the class bias added,
+no ReLU on the map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+__all__ = ["CAMHead", "class_activation_maps"]
+
+_HOW = (
+    "pass the feature extractor and the classifier explicitly: "
+    "CAMHead(features=<callable: images -> NCHW feature map before pooling>, classifier=<nn.Linear>)"
+)
+
+
+@dataclass
+class CAMHead:
+    """Where a model's last feature map and its linear classifier are."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]
+    classifier: nn.Linear
+
+    def __post_init__(self) -> None:
+        if not callable(self.features):
+            raise ValueError(f"features must be callable, got {type(self.features).__name__}")
+        if not isinstance(self.classifier, nn.Linear):
+            raise ValueError(f"classifier must be an nn.Linear (the layer after global average pooling), "
+                             f"got {type(self.classifier).__name__}")
+
+    @classmethod
+    def of(cls, model: nn.Module) -> CAMHead:
+        """Find the head of: timm models (forward_features / get_classifier), torchvision
+        ResNet, DenseNet, Inception v3, EfficientNet, and any model with ``features``
+        plus a linear ``fc`` or ``classifier`` (the built-in SmallCNN)."""
+        m = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+        found = []
+        if hasattr(m, "forward_features") and hasattr(m, "get_classifier"):  # timm
+            clf = m.get_classifier()
+            found.append(f"timm classifier {type(clf).__name__}")
+            if isinstance(clf, nn.Linear):
+                return cls(features=m.forward_features, classifier=clf)
+        import torchvision.models as tvm
+
+        nodes = {tvm.ResNet: ("layer4", "fc"), tvm.Inception3: ("Mixed_7c", "fc")}
+        for kind, (node, head) in nodes.items():
+            if isinstance(m, kind):
+                from torchvision.models.feature_extraction import create_feature_extractor
+
+                extractor = create_feature_extractor(m, return_nodes={node: "f"})
+                return cls(features=lambda x, e=extractor: e(x)["f"], classifier=getattr(m, head))
+        feats = getattr(m, "features", None)
+        for head_name in ("fc", "classifier"):
+            head = getattr(m, head_name, None)
+            if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear) and all(
+                isinstance(h, nn.Dropout) for h in head[:-1]
+            ):
+                head = head[-1]  # torchvision EfficientNet: Dropout, Linear
+            if head is not None:
+                found.append(f"{head_name}={type(head).__name__}")
+            if isinstance(feats, nn.Module) and isinstance(head, nn.Linear):
+                return cls(features=feats, classifier=head)
+        found.append(f"features={type(feats).__name__ if feats is not None else 'missing'}")
+        raise ValueError(
+            f"cannot find a global-average-pooling + linear head in {type(m).__name__} "
+            f"(found: {', '.join(found)}); {_HOW}"
+        )
+
+
+def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) float32 CAM of each sample's own class: w[y] . relu(F) + b[y]."""
+    feats = head.features(images)
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 4:
+        raise ValueError(f"the feature extractor must return an NCHW map, got {getattr(feats, 'shape', type(feats).__name__)}")
+    W = head.classifier.weight
+    if feats.shape[1] != W.shape[1]:
+        raise ValueError(
+            f"feature map has {feats.shape[1]} channels but the classifier takes {W.shape[1]} inputs: "
+            f"not a global-average-pooling + linear head; {_HOW}"
+        )
+    if int(labels.max()) >= W.shape[0]:
+        raise ValueError(f"label {int(labels.max())} is out of range for a classifier with {W.shape[0]} classes")
+    feats = torch.relu(feats).float()
+    rows = W[labels].float()  # (N, C): only the classes we need
+    cam = torch.einsum("nchw,nc->nhw", feats, rows)
+    if head.classifier.bias is not None:
+        cam = cam + head.classifier.bias[labels].float()[:, None, None]
+    return cam.contiguous()

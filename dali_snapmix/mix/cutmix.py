@@ -1,0 +1,66 @@
+"""CutMix (Yun et al., ICCV 2019, Eq. 1-2) and its asymmetric variant from SnapMix
+(Huang et al., AAAI 2021, Sec. 3.2 and the Fig. 3 ablation), both with area labels.
+
+Symmetric: the box of the partner image is pasted into the same place; labels
+(y_a, y_b, 1 - A, A) with A the box's share of the image (after clipping at borders).
+Asymmetric (``asymmetric=True``, "as-cutmix"): an independent source box from its own
+lam is resized into the target box (the paste of SnapMix), labels by the target box's
+area; mixed only when both boxes have area > 0.
+
+Defaults as SnapMix's experiments: prob 1.0, beta 3, one box (pair) per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import kernels
+from .base import MixedBatch, MixMethod, check_beta, check_prob
+from .boxes import box_area
+from .params import BoxParams, draw_boxes
+
+__all__ = ["CutMix", "sample_box_params"]
+
+
+def sample_box_params(method: MixMethod, images: torch.Tensor, *, prob: float, beta: float, asymmetric: bool,
+                      per_sample: bool, perm: torch.Tensor | None = None) -> BoxParams:
+    n, _, h, w = images.shape
+    mix = method.coin(prob)
+    perm = method.permutation(n) if perm is None else perm
+    dst = draw_boxes(method.rng, n=n, beta=beta, height=h, width=w, per_sample=per_sample)
+    src = draw_boxes(method.rng, n=n, beta=beta, height=h, width=w, per_sample=per_sample) if asymmetric else dst
+    return BoxParams(mix=mix, perm=perm, src_box=src, dst_box=dst)
+
+
+def paste(images: torch.Tensor, params: BoxParams, *, backend: str, tag: str) -> torch.Tensor:
+    """Which samples get a paste (both boxes non-empty) and do it; returns that mask."""
+    live = (box_area(params.src_box) > 0) & (box_area(params.dst_box) > 0)
+    kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
+                          align_corners=True, backend=backend, tag=tag)
+    return live
+
+
+class CutMix(MixMethod):
+    def __init__(self, *, prob: float = 1.0, beta: float = 3.0, asymmetric: bool = False, per_sample: bool = False,
+                 num_classes: int | None = None, seed: int | None = None) -> None:
+        super().__init__(num_classes=num_classes, seed=seed)
+        self.prob, self.beta = check_prob(prob), check_beta(beta)
+        self.asymmetric, self.per_sample = bool(asymmetric), bool(per_sample)
+        self.name = "as-cutmix" if self.asymmetric else "cutmix"
+
+    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> BoxParams:
+        return sample_box_params(self, images, prob=self.prob, beta=self.beta, asymmetric=self.asymmetric,
+                                 per_sample=self.per_sample)
+
+    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto") -> MixedBatch:
+        if not params.mix:
+            return self.unmixed(images, labels)
+        n, _, h, w = images.shape
+        live = paste(images, params, backend=backend, tag=self.name)
+        area = box_area(params.dst_box).double() / (h * w)
+        if self.asymmetric:  # no paste, no mix
+            area = torch.where(live, area, torch.zeros_like(area))
+        dev = images.device
+        y = labels.to(dev, torch.int64)
+        w_b = area.float().to(dev)
+        return MixedBatch(images, y, y[params.perm.to(dev)], 1.0 - w_b, w_b)

@@ -1,0 +1,365 @@
+"""Mixing methods against plain-torch transcriptions of their papers and of SnapMix's
+released behaviour (../shared/reference/snapmix.md): same params in, same images
+(1e-5) and same label weights (1e-5) out.
+
+The transcriptions are written for clarity: loops over samples, the full-resolution
+SPM, a convolution over all classes, F.interpolate + slice assignment for the paste.
+"""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dali_snapmix.mix import (
+    BoxParams,
+    CAMHead,
+    CutMix,
+    CutOut,
+    Mixup,
+    SnapMix,
+    build_mix,
+    class_activation_maps,
+    mixed_cross_entropy,
+    soft_targets,
+)
+from dali_snapmix.models import SmallCNN
+
+SEED = int.from_bytes(os.urandom(4), "little")
+
+
+# ---------------------------------------------------------------- transcriptions
+
+
+def released_spm(model, images, labels, H, W):
+    """get_spm of the released code: conv over all classes, pick the label's map,
+    upsample (align_corners=False), per sample: minus min, divided by sum."""
+    with torch.no_grad():
+        fms = F.relu(model.features(images)).double()  # float64 from here on (the released code: float32)
+        weight = model.fc.weight.double().view(model.fc.weight.shape[0], -1, 1, 1)
+        out = F.conv2d(fms, weight, bias=model.fc.bias.double())
+        maps = torch.stack([out[i, labels[i]] for i in range(len(labels))])
+        constant = [bool(m.max() == m.min()) for m in maps]
+        maps = F.interpolate(maps[:, None], (H, W), mode="bilinear", align_corners=False)[:, 0]
+        for i in range(len(labels)):
+            maps[i] -= maps[i].min()
+            maps[i] /= maps[i].sum()
+            if constant[i]:  # "a constant CAM gives NaN" -- interpolate's float rounding can
+                maps[i] = float("nan")  # leave ~1e-8 noise instead, which would be normalised
+    return maps
+
+
+def released_snapmix(model, images, labels, p: BoxParams):
+    x = images.clone()
+    n, _, H, W = x.shape
+    perm = p.perm
+    y_b = labels[perm]
+    w_a, w_b = torch.ones(n), torch.zeros(n)
+    if not p.mix:
+        return x, labels, y_b, w_a, w_b
+    spm = released_spm(model, x, labels, H, W)
+    orig = x.clone()
+    for i in range(n):
+        dy0, dy1, dx0, dx1 = p.dst_box[i].tolist()
+        sy0, sy1, sx0, sx1 = p.src_box[i].tolist()
+        if (dy1 - dy0) * (dx1 - dx0) <= 0 or (sy1 - sy0) * (sx1 - sx0) <= 0:
+            continue  # no mix for this sample
+        j = int(perm[i])
+        patch = orig[j:j + 1, :, sy0:sy1, sx0:sx1]
+        x[i, :, dy0:dy1, dx0:dx1] = F.interpolate(patch, size=(dy1 - dy0, dx1 - dx0), mode="bilinear", align_corners=True)[0]
+        a = 1 - spm[i, dy0:dy1, dx0:dx1].sum() / (spm[i].sum() + 1e-8)
+        b = spm[j, sy0:sy1, sx0:sx1].sum() / (spm[j].sum() + 1e-8)
+        if labels[i] == y_b[i]:
+            a, b = a + b, b + a
+        lam = 1 - (dy1 - dy0) * (dx1 - dx0) / (H * W)
+        a = lam if torch.isnan(a) else a
+        b = 1 - lam if torch.isnan(b) else b
+        if j == i:  # our one deliberate difference: a self-pair is its own class
+            a, b = 1.0, 0.0
+        w_a[i], w_b[i] = float(a), float(b)
+    return x, labels, y_b, w_a, w_b
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+def batch(rng, n=6, size=40, classes=4):
+    x = torch.from_numpy(rng.standard_normal((n, 3, size, size)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, classes, n).astype(np.int64))
+    return x, y
+
+
+def model(classes=4, seed=0):
+    torch.manual_seed(seed)
+    return SmallCNN(classes, width=8).train()
+
+
+def assert_close(got, want, tol=1e-5):
+    assert (got.double() - want.double()).abs().max() <= tol, (SEED, got, want)
+
+
+# ---------------------------------------------------------------- SnapMix
+
+
+@pytest.mark.parametrize("semantics", ["released", "improved"])
+@pytest.mark.parametrize("n", [1, 5, 8])
+def test_snapmix_matches_released_transcription(rng, semantics, n):
+    x, y = batch(rng, n=n, classes=3)  # 3 classes: same-label pairs are common
+    m = model(3)
+    sm = SnapMix(semantics=semantics, seed=int(rng.integers(1 << 30)))
+    for _ in range(4):
+        p = sm.sample(x, y)
+        m1, m2 = copy.deepcopy(m), copy.deepcopy(m)
+        if sm.cam_mode == "eval":
+            m2.eval()  # the transcription's pass then sees the same BatchNorm mode
+        got = sm.apply(x.clone(), y, p, model=m1)
+        want = released_snapmix(m2, x, y, p)
+        assert_close(got.images, want[0])
+        assert torch.equal(got.y_a, want[1]) and torch.equal(got.y_b, want[2])
+        assert_close(got.w_a, want[3])
+        assert_close(got.w_b, want[4])
+        if semantics == "released":  # the CAM pass ran in train mode: running stats moved alike
+            bn1 = [b for b in m1.modules() if isinstance(b, nn.BatchNorm2d)][0]
+            bn2 = [b for b in m2.modules() if isinstance(b, nn.BatchNorm2d)][0]
+            assert torch.allclose(bn1.running_mean, bn2.running_mean) and p.mix == (bn1.num_batches_tracked.item() == 1)
+        else:
+            assert m1.training  # restored after the eval-mode pass
+            assert all(b.num_batches_tracked.item() == 0 for b in m1.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+def test_snapmix_same_label_nan_fallback_and_self_pairs(rng):
+    x, y = batch(rng, n=6, classes=3)
+    y = torch.tensor([0, 0, 1, 1, 1, 2])
+    m = model(3)
+    with torch.no_grad():
+        m.fc.weight[0] = 0.0  # class 0: CAM = bias, constant -> NaN -> area fallback
+    H = W = x.shape[-1]
+    p = BoxParams(mix=True, perm=torch.tensor([1, 0, 2, 4, 3, 5]),
+                  src_box=torch.tensor([[3, 30, 5, 25]] * 6), dst_box=torch.tensor([[10, 40, 0, 20]] * 6))
+    got = SnapMix(seed=0).apply(x.clone(), y, p, model=copy.deepcopy(m))
+    want = released_snapmix(copy.deepcopy(m), x, y, p)
+    assert_close(got.images, want[0])
+    assert_close(got.w_a, want[3])
+    assert_close(got.w_b, want[4])
+    lam = 1 - 30 * 20 / (H * W)
+    assert got.w_a[0] == pytest.approx(lam) and got.w_b[0] == pytest.approx(1 - lam)  # NaN fallback
+    assert (got.w_a[[2, 5]] == 1).all() and (got.w_b[[2, 5]] == 0).all()  # self-pairs
+    assert got.w_a[3] == pytest.approx(got.w_b[3].item())  # same label 1, 1: both rho_a + rho_b
+    assert got.w_a[1] == pytest.approx(lam)  # same label, NaN: the fallback wins (released order)
+
+
+def test_snapmix_invariants_and_skips(rng):
+    x, y = batch(rng, n=7, classes=5)
+    m = model(5)
+    sm = SnapMix(seed=1, num_classes=5)
+    p = sm.sample(x, y)
+    p = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
+    orig = x.clone()
+    out = sm.apply(x, y, p, model=m)
+    y0, y1, x0, x1 = p.dst_box[0].tolist()
+    outside = torch.ones_like(x, dtype=torch.bool)
+    outside[:, :, y0:y1, x0:x1] = False
+    assert torch.equal(out.images[outside], orig[outside])
+    diff = (out.y_a != out.y_b)
+    assert ((out.w_a[diff] >= 0) & (out.w_a[diff] <= 1) & (out.w_b[diff] >= 0) & (out.w_b[diff] <= 1)).all()
+    # no mix: (y, y[perm], 1, 0), images untouched, no CAM pass (a model is not needed)
+    p0 = BoxParams(mix=False, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
+    out = sm.apply(orig.clone(), y, p0)
+    assert torch.equal(out.images, orig) and (out.w_a == 1).all() and (out.w_b == 0).all()
+    empty = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=torch.tensor([[3, 3, 0, 9]] * 7))
+    out = sm.apply(orig.clone(), y, empty)
+    assert torch.equal(out.images, orig) and (out.w_a == 1).all()
+
+
+def test_snapmix_improved_has_no_self_pairs_and_per_sample_boxes(rng):
+    x, y = batch(rng, n=9)
+    sm = SnapMix(semantics="improved", seed=3)
+    for _ in range(20):
+        p = sm.sample(x, y)
+        assert not (p.perm == torch.arange(9)).any()
+    assert len({tuple(b) for b in p.dst_box.tolist()}) > 1
+    released = SnapMix(seed=3).sample(x, y)
+    assert len({tuple(b) for b in released.dst_box.tolist()}) == 1
+
+
+# ---------------------------------------------------------------- CutMix, Mixup, CutOut
+
+
+def test_cutmix_matches_paper(rng):
+    x, y = batch(rng, n=8)
+    cm = CutMix(seed=int(rng.integers(1 << 30)))
+    p = cm.sample(x, y)
+    got = cm.apply(x.clone(), y, p)
+    want = x.clone()
+    y0, y1, x0, x1 = p.dst_box[0].tolist()
+    want[:, :, y0:y1, x0:x1] = x[p.perm][:, :, y0:y1, x0:x1]  # released: slice assignment from x[perm]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (40 * 40)
+    assert torch.equal(got.images, want)
+    assert_close(got.w_a, torch.full((8,), lam))
+    assert_close(got.w_b, torch.full((8,), 1 - lam))
+    assert torch.equal(got.y_b, y[p.perm])
+
+
+def test_asymmetric_cutmix_area_labels(rng):
+    x, y = batch(rng, n=5)
+    cm = build_mix("as-cutmix", seed=int(rng.integers(1 << 30)))
+    p = cm.sample(x, y)
+    got = cm.apply(x.clone(), y, p)
+    want = x.clone()
+    dy0, dy1, dx0, dx1 = p.dst_box[0].tolist()
+    sy0, sy1, sx0, sx1 = p.src_box[0].tolist()
+    if (dy1 - dy0) * (dx1 - dx0) > 0 and (sy1 - sy0) * (sx1 - sx0) > 0:
+        want[:, :, dy0:dy1, dx0:dx1] = F.interpolate(x[p.perm][:, :, sy0:sy1, sx0:sx1], size=(dy1 - dy0, dx1 - dx0),
+                                                     mode="bilinear", align_corners=True)
+        assert_close(got.w_b, torch.full((5,), (dy1 - dy0) * (dx1 - dx0) / 1600))
+    assert_close(got.images, want)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_mixup_matches_paper(rng, per_sample):
+    x, y = batch(rng, n=7)
+    mu = Mixup(prob=1.0, per_sample=per_sample, seed=int(rng.integers(1 << 30)))
+    p = mu.sample(x, y)
+    got = mu.apply(x.clone(), y, p)
+    lam = p.lam.double()[:, None, None, None]
+    assert_close(got.images, lam * x.double() + (1 - lam) * x.double()[p.perm])
+    assert_close(got.w_a + got.w_b, torch.ones(7))
+    assert torch.equal(got.y_b, y[p.perm])
+    assert per_sample == (len(set(p.lam.tolist())) > 1)
+
+
+def test_cutout_box_of_half_sides(rng):
+    x, y = batch(rng, n=4, size=64)
+    co = CutOut(prob=1.0, seed=2)
+    p = co.sample(x, y)
+    got = co.apply(x.clone(), y, p)
+    y0, y1, x0, x1 = p.box[0].tolist()
+    assert y1 - y0 <= 32 and x1 - x0 <= 32
+    want = x.clone()
+    want[:, :, y0:y1, x0:x1] = 0
+    assert torch.equal(got.images, want) and (got.w_a == 1).all() and torch.equal(got.y_a, got.y_b)
+
+
+def test_same_params_replay_through_the_reference_backend(rng):
+    x, y = batch(rng, n=6)
+    m = model()
+    for mix in (SnapMix(seed=5), CutMix(seed=5, asymmetric=True), Mixup(prob=1.0, seed=5), CutOut(prob=1.0, seed=5)):
+        p = mix.sample(x, y)
+        a = mix.apply(x.clone(), y, p, model=copy.deepcopy(m))
+        b = mix.apply(x.clone(), y, p, model=copy.deepcopy(m), backend="reference")
+        assert_close(a.images, b.images)
+        assert_close(a.w_a, b.w_a)
+
+
+# ---------------------------------------------------------------- loss and soft targets
+
+
+def test_mixed_cross_entropy_and_soft_targets(rng):
+    x, y = batch(rng, n=6)
+    out = SnapMix(seed=0).apply(x.clone(), y, SnapMix(seed=0).sample(x, y), model=model())
+    logits = torch.from_numpy(rng.standard_normal((6, 4)).astype(np.float32))
+    logp = torch.log_softmax(logits.double(), 1)
+    want = torch.stack([-logp[i, out.y_a[i]] * out.w_a[i] - logp[i, out.y_b[i]] * out.w_b[i] for i in range(6)]).mean()
+    assert mixed_cross_entropy(logits, out).item() == pytest.approx(want.item(), rel=1e-5)
+    t = soft_targets(out, num_classes=4)
+    assert_close(t.sum(1), out.w_a + out.w_b)
+    assert (-(t * logp.float()).sum(1).mean()).item() == pytest.approx(want.item(), rel=1e-5)
+    ts = soft_targets(out, num_classes=4, smoothing=0.1)
+    assert_close(ts.sum(1), out.w_a + out.w_b)
+
+
+# ---------------------------------------------------------------- CAMs of real architectures
+
+
+def _tv(name, **kw):
+    import torchvision
+
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None, num_classes=5, **kw).eval()
+
+
+@pytest.mark.parametrize("name,size,feats", [
+    ("resnet18", 64, lambda m, x: m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))),
+    ("densenet121", 64, lambda m, x: m.features(x)),
+    ("efficientnet_b0", 64, lambda m, x: m.features(x)),
+    ("inception_v3", 80, None),
+])
+def test_cam_head_of_torchvision_models(rng, name, size, feats):
+    m = _tv(name, **({"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}))
+    x = torch.from_numpy(rng.standard_normal((2, 3, size, size)).astype(np.float32))
+    y = torch.tensor([1, 4])
+    head = CAMHead.of(m)
+    with torch.no_grad():
+        cam = class_activation_maps(head, x, y)
+        logits = m(x)
+        if feats is not None:  # against a conv over all classes on hand-extracted features
+            f = F.relu(feats(m, x))
+            clf = head.classifier
+            full = F.conv2d(f, clf.weight[:, :, None, None], bias=clf.bias)
+            assert_close(cam, full[torch.arange(2), y], 1e-4)
+    if name != "efficientnet_b0":  # (its features end in SiLU, so the ReLU of the CAM changes them)
+        # GAP of the CAM is the model's own logit for that class
+        assert_close(cam.mean((1, 2)), logits[torch.arange(2), y], 1e-4)
+
+
+def test_timm_models_when_installed(rng):
+    timm = pytest.importorskip("timm", reason="timm is optional")
+    m = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
+    x = torch.from_numpy(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        cam = class_activation_maps(CAMHead.of(m), x, torch.tensor([0, 3]))
+        assert_close(cam.mean((1, 2)), m(x)[torch.arange(2), torch.tensor([0, 3])], 1e-4)
+
+
+def test_models_without_a_cam_head_get_a_clear_error():
+    import torchvision
+
+    m = torchvision.models.mobilenet_v3_small(weights=None, num_classes=5)
+    with pytest.raises(ValueError, match="cannot find a global-average-pooling \\+ linear head in MobileNetV3.*CAMHead\\(features="):
+        CAMHead.of(m)
+    bad = CAMHead(features=lambda x: torch.zeros(len(x), 7, 2, 2), classifier=nn.Linear(9, 3))
+    with pytest.raises(ValueError, match="7 channels but the classifier takes 9"):
+        class_activation_maps(bad, torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="needs the model"):
+        sm = SnapMix(seed=0)
+        x = torch.zeros(2, 3, 8, 8)
+        sm.apply(x, torch.tensor([0, 1]), BoxParams(True, torch.tensor([1, 0]), torch.tensor([[0, 4, 0, 4]] * 2), torch.tensor([[0, 4, 0, 4]] * 2)))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_arguments_quote_the_value():
+    with pytest.raises(ValueError, match="beta must be > 0, got 0"):
+        SnapMix(beta=0)
+    with pytest.raises(ValueError, match="beta must be > 0, got -1"):
+        CutMix(beta=-1)
+    with pytest.raises(ValueError, match=r"prob must be in \[0, 1\], got 1.5"):
+        Mixup(prob=1.5)
+    with pytest.raises(ValueError, match="semantics must be one of"):
+        SnapMix(semantics="paper")
+    with pytest.raises(ValueError, match="unknown mixing method 'fmix'"):
+        build_mix("fmix")
+    mix = CutMix(num_classes=4, seed=0)
+    x = torch.zeros(3, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\), got min 0, max 4"):
+        mix(x, torch.tensor([0, 1, 4]))
+    with pytest.raises(ValueError, match="got min -1"):
+        mix(x, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        mix(x, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="NCHW float"):
+        mix(x.to(torch.uint8), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="NCHW float"):
+        mix(x[0], torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="int64"):
+        mix(x, torch.tensor([0.0, 1.0, 2.0]))
