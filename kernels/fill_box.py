@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 
 from . import _dispatch as D
@@ -21,6 +20,8 @@ LANES = 32
 
 
 def fill_row(r, x_start, x_step, images, values, boxes, roff, nb, C, H, W):
+    """``values`` holds the fill per channel in the images' storage type (float16 as
+    bits), so this is a plain assignment on every target."""
     i = locate(roff, nb, r)
     rr = r - roff[i]
     y0 = boxes[4 * i]
@@ -28,11 +29,17 @@ def fill_row(r, x_start, x_step, images, values, boxes, roff, nb, C, H, W):
     bh = boxes[4 * i + 1] - y0
     bw = boxes[4 * i + 3] - x0
     c = rr // bh
-    yy = rr - c * bh
-    dst = (i * C + c) * H * W + (y0 + yy) * W + x0
-    v = np.float32(values[c])
-    for xx in range(x_start, bw, x_step):
-        store(images, dst + xx, v)
+    dst = (i * C + c) * H * W + (y0 + rr - c * bh) * W + x0
+    fill(images, dst, bw, values[c], x_start, x_step)
+
+
+def fill_lanes(a, start, n, v, x_start, x_step):
+    for xx in range(x_start, n, x_step):
+        a[start + xx] = v
+
+
+def fill_slice(a, start, n, v, x_start, x_step):
+    a[start:start + n] = v  # vectorised by Numba (an element loop in prange is not)
 
 
 def _cpu_fill(images, values, boxes, roff, nb, C, H, W):
@@ -47,8 +54,8 @@ def _cuda_fill(images, values, boxes, roff, nb, C, H, W):
 
 def python_kernels(target: str, dtype: str):
     tg = Target(target)
-    el = tg.element(dtype)
-    fr = tg.device(fill_row, locate=tg.device(locate), store=el["store"])
+    fill = tg.device(fill_slice if target == "cpu" else fill_lanes, inline=True)
+    fr = tg.device(fill_row, locate=tg.device(locate, inline=True), fill=fill, inline=True)
     if target == "cpu":
         from numba import prange
 
@@ -75,7 +82,7 @@ def _numba(backend: str):
         dev = images.device
         args = (
             D.flat(images, backend),
-            D.flat(D.on(values, dev), backend),
+            D.flat(D.on(values.to(images.dtype), dev), backend),  # storage type: float16 as bits
             D.flat(D.on(boxes.reshape(-1), dev), backend),
             D.flat(D.on(roff, dev), backend),
             B,

@@ -59,6 +59,11 @@ def resample_row(src, sbase, sstride, sh, dh, yy, dst, dbase, xi0, xi1, xl, xo, 
         store(dst, dbase + xx, hl0 * top + ly * bot)
 
 
+def copy_rows_cpu(src, sbase, dst, dbase, n, x_start, x_step):
+    # a slice copy: Numba vectorises it, not an element loop inside prange
+    dst[dbase:dbase + n] = src[sbase:sbase + n]
+
+
 def copy_row(src, sbase, dst, dbase, n, x_start, x_step):
     for xx in range(x_start, n, x_step):
         dst[dbase + xx] = src[sbase + xx]
@@ -158,7 +163,7 @@ def python_kernels(target: str, dtype: str):
         row = tg.device(resample_row, src_coord=coord, load=el["load"], store=el["store"], inline=True)
         return {  # the patch saved aside keeps the images' own dtype (raw copy)
             "coefs": rebind(_cpu_coefs, prange=prange, coef=coef),
-            "paste": rebind(_cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_row, inline=True)),
+            "paste": rebind(_cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True)),
         }
     from numba import cuda
 

@@ -41,7 +41,7 @@ def signatures():
         (mix,) = blend_kernels("cuda", dtype)
         out.append((f"blend+mask_blend[{dtype}]", mix, (img, float32[::1], i64, i64, int64, int64, int64, boolean)))
         (fill,) = fill_kernels("cuda", dtype)
-        out.append((f"fill_box[{dtype}]", fill, (img, float32[::1], i64, i64, int64, int64, int64, int64)))
+        out.append((f"fill_box[{dtype}]", fill, (img, img, i64, i64, int64, int64, int64, int64)))
     (masses,) = spm_kernels("cuda")
     for dt, arr in (("float32", float32[::1]), ("float64", float64[::1])):
         out.append((f"spm_box_mass[{dt}]", masses, (arr, i64, float64[::1], float64[::1], float64[::1], float64[::1], int64, float64[::1], int64, int64, int64, int64, int64, int64)))

@@ -164,16 +164,17 @@ class DALILoader(_PlannedLoader):
         b = np.stack([np.minimum(np.ceil(win[:, 1]), h), np.minimum(np.ceil(win[:, 3]), w)], axis=1)
         roi_start = np.stack([win[:, 0], win[:, 2]], axis=1) - a
         roi_end = np.stack([win[:, 1], win[:, 3]], axis=1) - a
+        # fixed-shape per-sample data goes in as one array per batch (cheaper to feed)
         return (
             enc,
-            list(self.source.labels[idx]),
-            list(idx),
-            list(a.astype(np.int32)),
-            list((b - a).astype(np.int32)),
-            list(roi_start.astype(np.float32)),
-            list(roi_end.astype(np.float32)),
-            [np.array(f, dtype=np.int32) for f in plan.flip[sl]],  # DALI's mirror takes int32
-            list(win.astype(np.float32)),
+            np.ascontiguousarray(self.source.labels[idx], dtype=np.int64),
+            np.ascontiguousarray(idx, dtype=np.int64),
+            a.astype(np.int32),
+            (b - a).astype(np.int32),
+            roi_start.astype(np.float32),
+            roi_end.astype(np.float32),
+            plan.flip[sl].astype(np.int32),  # DALI's mirror takes int32
+            win.astype(np.float32),
         )
 
     def _plan_cached(self, epoch: int) -> EpochPlan:
