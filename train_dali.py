@@ -1,10 +1,14 @@
-"""Train a classifier on DALI batches (issue 2 scope: the baseline, no mixing yet).
+"""Train a fine-grained classifier on DALI batches with SnapMix (or another mixing method).
 
-    python train_dali.py                      # the embedded birds set, short CPU-sized schedule
-    python train_dali.py --data DIR --resize 512 --crop 448 --epochs 200
+    python train_dali.py --data DIR                      # the paper's recipe: ResNet-50, 448 crops, 200 epochs
+    python train_dali.py --data DIR --pretrained r50.pth --midlevel
+    python train_dali.py --preset scratch --mix cutmix    # the paper's from-scratch setting
+    python train_dali.py --preset demo --compare baseline,cutmix,snapmix   # what `make demo` runs
+    torchrun --nproc_per_node 4 train_dali.py --data DIR  # one process per GPU (gloo on CPUs)
 
-With no --data the embedded synthetic fine-grained set is generated (once) and used
-with a small schedule that fits a 2-core CPU; the GPU is used when CUDA is available.
+Each step: a batch from the DALI loader (or the PyTorch fallback) -> mixing on the
+batch's device, SnapMix taking its CAMs from the current model -> forward -> mixed loss
+-> backward -> step. Settings: dataclass defaults < --preset < --config YAML < flags.
 """
 
 from __future__ import annotations
@@ -12,100 +16,446 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
+import torch.nn as nn
 
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
-from dali_snapmix.models import build_model
+from dali_snapmix.mix import METHODS, CAMHead, build_mix, mixed_cross_entropy
+from dali_snapmix.models import MidLevel, build_model, classifier_of, load_pretrained, mid_layer
 
 
 @dataclass
 class Config:
+    config: str = ""  # YAML file whose keys set defaults (flags still win)
+    preset: str = "paper"  # paper | scratch (Table 4 setting) | demo (CPU-sized, embedded data)
     data: str = ""  # ImageFolder root with train/ and test/; empty: the embedded birds set
-    data_loader: str = "dali"  # dali | pytorch (the plain torchvision fallback)
+    data_loader: str = "dali"  # dali | pytorch (the plain torchvision fallback, same plan)
     device: str = "auto"  # auto | gpu | cpu
-    model: str = "small_cnn"  # small_cnn | resnet18/34/50/101 | densenet121
-    epochs: int = 6  # training epochs
-    batch_size: int = 32  # images per step
-    lr: float = 0.05  # SGD learning rate
-    momentum: float = 0.9  # SGD (Nesterov) momentum
+    model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
+    pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
+    midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix
+    mix_prob: float = -1.0  # switch probability; -1: the method's paper default
+    mix_beta: float = -1.0  # Beta(beta, beta) ratio parameter; -1: the method's default
+    snapmix_semantics: str = "released"  # released | improved (see dali_snapmix/mix/snapmix.py)
+    epochs: int = 200  # training epochs
+    batch_size: int = 16  # images per step (per process)
+    lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
+    lr_pretrained: float = 0.001  # learning rate of pretrained layers (with --pretrained)
+    lr_steps: str = "80,150,180"  # epochs at which the learning rate is multiplied by lr_gamma
+    lr_gamma: float = 0.1  # step factor
+    momentum: float = 0.9  # SGD Nesterov momentum
     weight_decay: float = 1e-4  # L2 penalty
-    resize: int = 112  # shorter side after resize
-    crop: int = 96  # square crop side
+    resize: int = 512  # resize target (shorter side, or both sides with resize_mode=warp)
+    resize_mode: str = "shorter"  # shorter | warp (Cars, Aircraft)
+    crop: int = 448  # square crop side
+    amp: str = "off"  # off | bf16 | fp16 (GPU only)
+    channels_last: bool = False  # channels_last memory format (GPU only)
+    eval_every: int = 1  # evaluate every N epochs (and after the last)
     workers: int = 2  # DALI threads / DataLoader workers
-    seed: int = 0  # everything random derives from this
-    out: str = "runs/demo"  # where logs and the resolved config go
+    seed: int = 0  # everything random derives from (seed, epoch, rank)
+    out: str = "runs/train"  # logs, checkpoints, plots and the resolved config go here
+    resume: str = ""  # checkpoint to continue from (written by this script)
+    save_samples: bool = False  # write a PNG grid of one mixed batch (captions, SPM overlay)
+    compare: str = ""  # comma-separated methods: train each in turn, print one table
+    record_indices: bool = False  # write the sample indices each rank saw (for tests)
+
+
+PRESETS = {
+    "paper": {},
+    "scratch": {"mix_prob": 0.5, "epochs": 300, "lr": 0.01, "lr_steps": "150,225,270"},
+    "demo": {"model": "small_cnn", "epochs": 5, "batch_size": 32, "lr": 0.05, "lr_steps": "3,4",
+             "resize": 112, "crop": 96, "out": "runs/demo"},
+}
+CHOICES = {
+    "preset": list(PRESETS), "data_loader": ["dali", "pytorch"], "device": ["auto", "gpu", "cpu"],
+    "mix": list(METHODS), "snapmix_semantics": ["released", "improved"], "resize_mode": ["shorter", "warp"],
+    "amp": ["off", "bf16", "fp16"],
+}
+NOT_IN_RESUME_CHECK = {"config", "resume", "out", "workers", "save_samples", "record_indices", "compare", "eval_every", "device"}
 
 
 def parse_args(argv=None) -> Config:
+    fields = {f.name: f for f in dataclasses.fields(Config)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(Config):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
-    return Config(**vars(p.parse_args(argv)))
+    for name, f in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, choices=CHOICES.get(name))
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    values = {k: f.default for k, f in fields.items()}
+    values.update(PRESETS[given.get("preset", "paper")])
+    if given.get("config"):
+        import yaml
+
+        path = Path(given["config"])
+        if not path.is_file():
+            raise SystemExit(f"--config: no such file {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(loaded) - set(fields))
+        if unknown:
+            raise SystemExit(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+        for k, v in loaded.items():
+            if k in CHOICES and v not in CHOICES[k]:
+                raise SystemExit(f"--config {path}: {k}={v!r} is not one of {CHOICES[k]}")
+        values.update(loaded)
+        if "preset" in loaded and "preset" not in given:
+            values.update({k: v for k, v in PRESETS[loaded["preset"]].items() if k not in loaded})
+    values.update(given)
+    cfg = Config(**values)
+    check(cfg)
+    return cfg
 
 
-def evaluate(model, loader) -> float:
+def check(cfg: Config) -> None:
+    """Reject bad values before anything is built."""
+    for name in ("epochs", "batch_size", "resize", "crop", "workers", "eval_every"):
+        if getattr(cfg, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.crop > cfg.resize:
+        raise SystemExit(f"--crop {cfg.crop} is larger than --resize {cfg.resize}")
+    try:
+        steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--lr-steps must be comma-separated epochs, got {cfg.lr_steps!r}") from None
+    if steps != sorted(steps):
+        raise SystemExit(f"--lr-steps must be increasing, got {cfg.lr_steps!r}")
+    for m in (cfg.compare.split(",") if cfg.compare else []):
+        if m not in METHODS:
+            raise SystemExit(f"--compare: unknown method {m!r}; choose from {list(METHODS)}")
+    if cfg.pretrained and not Path(cfg.pretrained).is_file():
+        raise SystemExit(f"--pretrained: no such file {cfg.pretrained}")
+    if cfg.resume and not Path(cfg.resume).is_file():
+        raise SystemExit(f"--resume: no such file {cfg.resume}")
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def build_mixer(cfg: Config, num_classes: int, cam_head: CAMHead | None):
+    opts = {"num_classes": num_classes}
+    if cfg.mix_prob >= 0:
+        opts["prob"] = cfg.mix_prob
+    if cfg.mix_beta > 0 and cfg.mix not in ("baseline", "cutout"):
+        opts["beta"] = cfg.mix_beta
+    if cfg.mix == "snapmix":
+        opts.update(semantics=cfg.snapmix_semantics, cam_head=cam_head, autocast=cfg.amp != "off",
+                    channels_last=cfg.channels_last)
+    try:
+        return build_mix(cfg.mix, **opts) if cfg.mix != "baseline" else build_mix("baseline", num_classes=num_classes)
+    except ValueError as e:
+        raise SystemExit(f"--mix {cfg.mix}: {e}") from None
+
+
+def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device):
+    """Forward + the mixed loss; Inception's auxiliary head adds 0.4 x, the mid-level
+    branch 1 x the same mixed loss. Returns (main logits, loss)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    ctx = torch.autocast("cuda", dtype=dtype) if dtype is not None and tdev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with ctx:
+        out = model(images)
+    extra = None
+    if isinstance(out, tuple) and not hasattr(out, "aux_logits"):  # MidLevel: (backbone output, branch logits)
+        out, extra = out
+    loss = 0.0
+    if hasattr(out, "aux_logits"):  # torchvision InceptionOutputs in train mode
+        loss = 0.4 * mixed_cross_entropy(out.aux_logits.float(), target)
+        out = out.logits
+    loss = loss + mixed_cross_entropy(out.float(), target)
+    if extra is not None:
+        loss = loss + mixed_cross_entropy(extra.float(), target)
+    return out, loss
+
+
+@torch.no_grad()
+def evaluate(model, loader, tdev) -> tuple[float, float]:
+    """(top-1, top-1 of logits + branch logits); reduced across processes."""
     model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for b in loader:
-            correct += (model(b.images).argmax(1) == b.labels).sum().item()
-            total += len(b)
-    return correct / max(total, 1)
+    c = torch.zeros(3, dtype=torch.float64)
+    for b in loader:
+        out = model(b.images)
+        fused = None
+        if isinstance(out, tuple):
+            out, br = out
+            fused = out + br
+        c[0] += (out.argmax(1) == b.labels).sum().item()
+        c[1] += ((fused if fused is not None else out).argmax(1) == b.labels).sum().item()
+        c[2] += len(b)
+    if dist.is_initialized():
+        c = c.to(tdev)
+        dist.all_reduce(c)
+        c = c.cpu()
+    return (c[0] / c[2]).item(), (c[1] / c[2]).item()
 
 
-def main(argv=None) -> dict:
-    cfg = parse_args(argv)
-    torch.manual_seed(cfg.seed)
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash leaves the previous checkpoint intact
+
+
+def seed_epoch(cfg: Config, epoch: int, rank: int) -> None:
+    """Everything random in an epoch derives from (seed, epoch, rank): resuming at an
+    epoch boundary replays exactly."""
+    s = int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def save_sample_grid(path: Path, out, spec: TransformSpec, mixer) -> None:
+    """Tiles of the mixed batch captioned y_a:w_a y_b:w_b, SnapMix's SPM overlaid in red."""
+    import torch.nn.functional as F
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
+    n = min(16, len(out.images))
+    mean = torch.tensor(spec.mean)[:, None, None]
+    std = torch.tensor(spec.std)[:, None, None]
+    imgs = (out.images[:n].float().cpu() * std + mean).clamp(0, 1)
+    cam = getattr(mixer, "last_cam", None)
+    if cam is not None:
+        up = F.interpolate(cam[:n, None].float().cpu(), size=imgs.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        up = up - up.amin((1, 2), keepdim=True)
+        up = up / up.amax((1, 2), keepdim=True).clamp_min(1e-12)
+        imgs = imgs * 0.6 + 0.4 * torch.stack([up, torch.zeros_like(up), torch.zeros_like(up)], 1)
+    tiles = []
+    for i in range(n):
+        tile = Image.fromarray((imgs[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        canvas = Image.new("RGB", (tile.width, tile.height + 14), "white")
+        canvas.paste(tile, (0, 0))
+        ImageDraw.Draw(canvas).text(
+            (1, tile.height + 1),
+            f"{int(out.y_a[i])}:{float(out.w_a[i]):.2f} {int(out.y_b[i])}:{float(out.w_b[i]):.2f}", fill="black")
+        tiles.append(torch.from_numpy(np.array(canvas)).permute(2, 0, 1))
+    grid = make_grid(torch.stack(tiles), nrow=4, padding=2, pad_value=255)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def save_plot(path: Path, history: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ev = [h for h in history if h.get("top1") is not None]
+    ax.plot([h["epoch"] + 1 for h in ev], [h["top1"] for h in ev], marker="o", label="top-1")
+    if any(h.get("top1_fused") != h.get("top1") for h in ev):
+        ax.plot([h["epoch"] + 1 for h in ev], [h["top1_fused"] for h in ev], marker=".", label="top-1 (baseline+ fused)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- training
+
+
+def train(cfg: Config) -> dict:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(cfg.device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "gpu" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device == "gpu":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    tdev = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device("cpu")
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
     if cfg.data:
         train_src = ImageSource.from_folder(Path(cfg.data) / "train")
         test_src = ImageSource.from_folder(Path(cfg.data) / "test")
     else:
         ds = ensure_synthetic_birds()
         train_src, test_src = ImageSource.from_folder(ds.train_dir), ImageSource.from_folder(ds.test_dir)
-    spec = TransformSpec(resize=cfg.resize, crop=cfg.crop)
+    K = train_src.num_classes
+    spec = TransformSpec(resize=cfg.resize, crop=cfg.crop, resize_mode=cfg.resize_mode)
     common = dict(spec=spec, device=device, seed=cfg.seed, workers=cfg.workers)
     train_loader = make_loader(cfg.data_loader, train_src, batch_size=cfg.batch_size, train=True, **common)
     test_loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=False, **common)
 
-    tdev = torch.device("cuda" if device == "gpu" else "cpu")
-    model = build_model(cfg.model, num_classes=train_src.num_classes).to(tdev)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * len(train_loader))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    print(f"device={device} loader={cfg.data_loader} model={cfg.model} train={len(train_src)} test={len(test_src)} "
-          f"classes={train_src.num_classes} steps/epoch={len(train_loader)}")
-    best = 0.0
-    for epoch in range(cfg.epochs):
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    try:
+        backbone = build_model(cfg.model, num_classes=K)
+    except ValueError as e:
+        raise SystemExit(f"--model: {e}") from None
+    if cfg.pretrained:
+        try:
+            missing, unexpected = load_pretrained(backbone, cfg.pretrained)
+        except ValueError as e:
+            raise SystemExit(f"--pretrained: {e}") from None
+        if rank == 0:
+            print(f"pretrained {cfg.pretrained}: missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}")
+    cam_head = CAMHead.of(backbone) if cfg.mix == "snapmix" or "snapmix" in cfg.compare else None
+    model: nn.Module = backbone
+    if cfg.midlevel:
+        try:
+            layer, width = mid_layer(backbone)
+        except ValueError as e:
+            raise SystemExit(f"--midlevel: {e}") from None
+        model = MidLevel(backbone, layer, width, K)
+    model = model.to(tdev)
+    if cfg.channels_last and tdev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    # two learning rates with --pretrained: new layers (classifier, branch) get lr
+    new = {id(p) for p in classifier_of(backbone).parameters()}
+    if cfg.midlevel:
+        new |= {id(p) for n, p in model.named_parameters() if not n.startswith("backbone.")}
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if id(p) in new], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) not in new], "lr": cfg.lr_pretrained if cfg.pretrained else cfg.lr}]
+    opt = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_gamma)
+    mixer = build_mixer(cfg, K, cam_head)
+    ddp = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
+
+    start, history = 0, []
+    if cfg.resume:
+        ck = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        theirs = {k: v for k, v in ck["config"].items() if k not in NOT_IN_RESUME_CHECK}
+        ours = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RESUME_CHECK}
+        diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
+        if diff:
+            raise SystemExit(f"--resume {cfg.resume} was written with a different config: {diff} (checkpoint, now)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start, history = ck["epoch"], ck["history"]
+        random.setstate(ck["rng"]["python"])
+        np.random.set_state(ck["rng"]["numpy"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        if rank == 0:
+            print(f"resumed from {cfg.resume} at epoch {start}")
+
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # only when tensorboard is installed
+
+            writer = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            pass
+    if rank == 0:
+        print(f"device={device} world={world} loader={cfg.data_loader} model={cfg.model} mix={cfg.mix} "
+              f"train={len(train_src)} test={len(test_src)} classes={K} steps/epoch={len(train_loader)}")
+
+    from tqdm import tqdm
+
+    step = start * len(train_loader)
+    seen_indices: list[int] = []
+    for epoch in range(start, cfg.epochs):
+        seed_epoch(cfg, epoch, rank)
+        mixer.rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+        train_loader.set_epoch(epoch)
         model.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for b in train_loader:
-            loss = F.cross_entropy(model(b.images), b.labels)
+        t0, t_wait, seen, loss_sum, mix_time = time.perf_counter(), 0.0, 0, 0.0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0 or not sys.stderr.isatty(), leave=False, file=sys.stderr)
+        t_ready = time.perf_counter()
+        for b in bar:
+            t_wait += time.perf_counter() - t_ready
+            if cfg.record_indices:
+                seen_indices += b.indices.tolist()
+            tm = time.perf_counter()
+            target = mixer(b.images, b.labels, model=backbone)
+            mix_time += time.perf_counter() - tm
+            if cfg.save_samples and epoch == start and seen == 0 and rank == 0:
+                save_sample_grid(out / "samples.png", target, spec, mixer)
+            _, loss = logits_and_loss(ddp, target.images, target, amp=cfg.amp, tdev=tdev)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, after {seen} images")
+                raise SystemExit(f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); "
+                                 f"the last good checkpoint is {out / 'last.pt'}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
             seen += len(b)
             loss_sum += loss.item() * len(b)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            t_ready = time.perf_counter()
+        sched.step()
         dt = time.perf_counter() - t0
-        acc = evaluate(model, test_loader)
-        best = max(best, acc)
-        row = dict(epoch=epoch, loss=loss_sum / seen, top1=acc, seconds=dt, images_per_s=seen / dt)
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"epoch {epoch}: loss {row['loss']:.3f} top1 {acc:.3f} {row['images_per_s']:.0f} img/s")
-    result = dict(top1=acc, best_top1=best, images_per_s=row["images_per_s"])
-    print(f"RESULT top1={acc:.4f} best_top1={best:.4f} images/s={row['images_per_s']:.1f}")
+        last = epoch == cfg.epochs - 1
+        top1 = fused = None
+        if (epoch + 1) % cfg.eval_every == 0 or last:
+            top1, fused = evaluate(ddp, test_loader, tdev)
+        row = dict(epoch=epoch, loss=loss_sum / seen, top1=top1, top1_fused=fused if cfg.midlevel else top1,
+                   seconds=dt, images_per_s=seen * world / dt, data_wait_s=t_wait, mix_s=mix_time,
+                   lr=opt.param_groups[0]["lr"])
+        history.append(row)
+        if cfg.record_indices:
+            (out / f"indices_rank{rank}_epoch{epoch}.json").write_text(json.dumps(seen_indices))
+            seen_indices = []
+        if rank == 0:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if writer is not None:
+                for k in ("loss", "top1", "images_per_s", "data_wait_s"):
+                    if row[k] is not None:
+                        writer.add_scalar(k, row[k], epoch)
+            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "epoch": epoch + 1, "history": history, "rng": rng, "loader": {"seed": cfg.seed, "epoch": epoch + 1},
+                         "config": dataclasses.asdict(cfg)}, out / "last.pt")
+            acc = "" if top1 is None else f" top1 {top1:.4f}" + (f" fused {fused:.4f}" if cfg.midlevel else "")
+            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} {row['images_per_s']:.0f} img/s "
+                  f"(data wait {t_wait:.1f}s, mixing {mix_time:.1f}s, {dt:.1f}s)", flush=True)
+    ev = [h for h in history if h["top1"] is not None]
+    key = "top1_fused" if cfg.midlevel else "top1"
+    best = max(ev, key=lambda h: h[key])
+    tail = ev[-10:]
+    result = dict(method=cfg.mix, top1=ev[-1][key], best_top1=best[key], best_epoch=best["epoch"] + 1,
+                  mean_last10=sum(h[key] for h in tail) / len(tail),
+                  seconds_per_epoch=float(np.median([h["seconds"] for h in history])),
+                  images_per_s=history[-1]["images_per_s"])
+    if rank == 0:
+        save_plot(out / "accuracy.png", history, f"{cfg.model} {cfg.mix}")
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        print(f"RESULT method={cfg.mix} top1={result['top1']:.4f} best_top1={result['best_top1']:.4f} "
+              f"(epoch {result['best_epoch']}) mean_last{len(tail)}={result['mean_last10']:.4f} "
+              f"images/s={result['images_per_s']:.1f}")
+    if writer is not None:
+        writer.close()
     return result
+
+
+def main(argv=None) -> dict | list[dict]:
+    cfg = parse_args(argv)
+    if not cfg.compare:
+        return train(cfg)
+    results = []
+    for m in cfg.compare.split(","):
+        results.append(train(dataclasses.replace(cfg, mix=m, compare="", out=str(Path(cfg.out) / m))))
+    base = next((r for r in results if r["method"] == "baseline"), None)
+    print(f"\n{cfg.model}, {cfg.epochs} epochs, crop {cfg.crop}, batch {cfg.batch_size}, seed {cfg.seed}; "
+          f"mean of the last {min(10, cfg.epochs)} epochs")
+    print("| method | best top-1 | mean top-1 (last epochs) | s / epoch | augmentation overhead |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        over = f"{r['seconds_per_epoch'] / base['seconds_per_epoch'] - 1:+.1%}" if base else "n/a"
+        print(f"| {r['method']} | {r['best_top1']:.4f} | {r['mean_last10']:.4f} | {r['seconds_per_epoch']:.1f} | {over} |")
+    return results
 
 
 if __name__ == "__main__":

@@ -35,12 +35,91 @@ class SmallCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
+TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "densenet121", "inception_v3")
+
+
 def build_model(name: str, *, num_classes: int) -> nn.Module:
+    """small_cnn, a torchvision classifier from TORCHVISION, or ``timm:<name>`` (when timm
+    is installed). Never downloads weights: see :func:`load_pretrained`."""
     if name == "small_cnn":
         return SmallCNN(num_classes)
-    import torchvision
+    if name in TORCHVISION:
+        import torchvision
 
-    known = ("resnet18", "resnet34", "resnet50", "resnet101", "densenet121")
-    if name in known:
-        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
-    raise ValueError(f"unknown model {name!r}; choose one of {('small_cnn',) + known}")
+        kw = {"aux_logits": True, "init_weights": True} if name == "inception_v3" else {}
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kw)
+    if name.startswith("timm:"):
+        try:
+            import timm
+        except ImportError as e:
+            raise ValueError(f"model {name!r} needs timm: pip install timm") from e
+        if name[5:] not in timm.list_models():
+            raise ValueError(f"timm has no model {name[5:]!r}")
+        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+    raise ValueError(f"unknown model {name!r}; choose small_cnn, one of {TORCHVISION}, or timm:<name>")
+
+
+def classifier_of(model: nn.Module) -> nn.Module:
+    """The model's final linear layer (the part a pretrained checkpoint does not provide)."""
+    for attr in ("fc", "classifier"):
+        m = getattr(model, attr, None)
+        if isinstance(m, nn.Sequential):
+            m = m[-1]
+        if isinstance(m, nn.Linear):
+            return m
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
+
+
+def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load a local state dict (a plain state dict, or a dict with 'state_dict'/'model').
+    Tensors whose shape differs (the classifier of another dataset) are skipped. Returns
+    (missing, unexpected) key lists; raises ValueError naming the file if it cannot load."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot load pretrained weights from {path}: {e}") from e
+    if isinstance(sd, dict) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        sd = sd.get("state_dict", sd.get("model", sd))
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
+    own = model.state_dict()
+    skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    sd = {k: v for k, v in sd.items() if k not in skipped}
+    res = model.load_state_dict(sd, strict=False)
+    if not [k for k in sd if k in own]:
+        raise ValueError(f"{path}: none of its {len(sd)} tensors match {type(model).__name__}'s parameters")
+    return list(res.missing_keys) + [f"{k} (shape differs)" for k in skipped], list(res.unexpected_keys)
+
+
+class MidLevel(nn.Module):
+    """SnapMix's "baseline+" branch: the mid-level feature map (ResNet layer3), detached,
+    -> 1x1 conv (same width) + ReLU -> global max pool -> linear classifier. Trained
+    with the same mixed loss; test score = logits + branch logits."""
+
+    def __init__(self, backbone: nn.Module, layer: nn.Module, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.conv = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(width, num_classes)
+        self._mid: torch.Tensor | None = None
+        layer.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self._mid = output
+
+    def forward(self, x: torch.Tensor):
+        out = self.backbone(x)
+        mid = self.conv(self._mid.detach())  # no gradient into the backbone
+        return out, self.fc(torch.amax(mid, dim=(2, 3)))
+
+
+def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:
+    """(module whose output feeds the branch, its channel count)."""
+    if hasattr(model, "layer3"):  # torchvision ResNet
+        l3 = model.layer3
+        return l3, l3[-1].conv3.out_channels if hasattr(l3[-1], "conv3") else l3[-1].conv2.out_channels
+    if isinstance(model, SmallCNN):
+        return model.features[2], model.features[2][3].out_channels
+    raise ValueError(f"--midlevel supports ResNet and small_cnn, not {type(model).__name__}")

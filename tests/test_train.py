@@ -1,15 +1,133 @@
-"""The trainer end to end on the small embedded set (1 short epoch)."""
+"""The trainer end to end on the small embedded set: config handling, logs, resume,
+two processes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from train_dali import main
+import pytest
+import torch
+
+from train_dali import Config, logits_and_loss, main, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "small_cnn", "--resize", "40", "--crop", "32", "--batch-size", "8", "--lr-steps", "2"]
 
 
 def test_trainer_runs_and_logs(birds, tmp_path):
     out = tmp_path / "run"
-    res = main(["--data", str(birds.root), "--epochs", "1", "--resize", "40", "--crop", "32",
-                "--batch-size", "8", "--out", str(out)])
-    assert 0.0 <= res["top1"] <= 1.0 and res["images_per_s"] > 0
+    res = main(["--data", str(birds.root), "--epochs", "2", *TINY, "--mix", "snapmix", "--midlevel",
+                "--save-samples", "--out", str(out)])
+    assert 0.0 <= res["top1"] <= 1.0 and res["images_per_s"] > 0 and res["best_epoch"] in (1, 2)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and rows[0]["top1"] == res["top1"]
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[-1]["top1_fused"] == res["top1"]
+    assert all(r["data_wait_s"] >= 0 and r["mix_s"] > 0 for r in rows)
     assert json.loads((out / "config.json").read_text())["crop"] == 32
+    for f in ("samples.png", "accuracy.png", "last.pt", "result.json"):
+        assert (out / f).stat().st_size > 0, f
+    ck = torch.load(out / "last.pt", weights_only=False)
+    assert ck["epoch"] == 2 and set(ck["rng"]) == {"python", "numpy", "torch"} and ck["loader"]["epoch"] == 2
+
+
+def test_config_layers_and_bad_values(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("preset: scratch\nmix: cutmix\nepochs: 7\n")
+    cfg = parse_args(["--config", str(y), "--epochs", "9"])
+    assert (cfg.mix, cfg.epochs, cfg.mix_prob, cfg.lr_steps) == ("cutmix", 9, 0.5, "150,225,270")  # flag > yaml > preset
+    assert parse_args([]) == Config()  # the paper's recipe by default
+    assert Config().lr_steps == "80,150,180" and Config().batch_size == 16 and Config().crop == 448
+    y.write_text("epoch: 3\nmixx: snapmix\n")
+    with pytest.raises(SystemExit, match=r"unknown keys \['epoch', 'mixx'\]; valid keys: \[.*'epochs'"):
+        parse_args(["--config", str(y)])
+    with pytest.raises(SystemExit):
+        parse_args(["--mix", "fmix"])  # argparse names the bad choice
+    with pytest.raises(SystemExit, match="--crop 500 is larger than --resize 448"):
+        parse_args(["--resize", "448", "--crop", "500"])
+    with pytest.raises(SystemExit, match="--pretrained: no such file"):
+        parse_args(["--pretrained", str(tmp_path / "nope.pth")])
+
+
+def test_bad_model_and_pretrained_fail_before_training(birds, tmp_path):
+    with pytest.raises(SystemExit, match="--model: unknown model 'resnet7'"):
+        main(["--data", str(birds.root), *TINY, "--model", "resnet7", "--out", str(tmp_path / "a")])
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=f"cannot load pretrained weights from {junk}"):
+        main(["--data", str(birds.root), *TINY, "--pretrained", str(junk), "--out", str(tmp_path / "b")])
+    good = tmp_path / "other.pth"
+    torch.save({"x.weight": torch.zeros(3)}, good)
+    with pytest.raises(SystemExit, match="none of its 1 tensors match"):
+        main(["--data", str(birds.root), *TINY, "--pretrained", str(good), "--out", str(tmp_path / "c")])
+
+
+def test_inception_aux_loss_is_weighted():
+    import torchvision
+
+    from dali_snapmix.mix import MixedBatch
+
+    torch.manual_seed(0)
+    m = torchvision.models.inception_v3(weights=None, num_classes=3, aux_logits=True, init_weights=False).train()
+    x = torch.randn(2, 3, 299, 299)  # the auxiliary head needs its native size
+    y = torch.tensor([0, 2])
+    t = MixedBatch(x, y, y.flip(0), torch.tensor([0.7, 0.6]), torch.tensor([0.3, 0.5]))
+    torch.manual_seed(1)
+    logits, loss = logits_and_loss(m, x, t, amp="off", tdev=torch.device("cpu"))
+    torch.manual_seed(1)
+    o = m(x)
+    from dali_snapmix.mix import mixed_cross_entropy
+
+    want = mixed_cross_entropy(o.logits, t) + 0.4 * mixed_cross_entropy(o.aux_logits, t)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5) and logits.shape == (2, 3)
+
+
+def _run(args, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "train_dali.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_killed_run_resumes_to_the_same_weights(birds, tmp_path):
+    args = ["--data", str(birds.root), "--epochs", "3", *TINY, "--mix", "snapmix"]
+    full = _run([*args, "--out", str(tmp_path / "full")])
+    cut = _run([*args, "--out", str(tmp_path / "cut")])
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and cut.poll() is None and not (log.exists() and log.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    assert cut.poll() is None, "the run ended before it could be killed"
+    cut.send_signal(signal.SIGKILL)
+    cut.wait()
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["epoch"] in (1, 2)
+    res = _run([*args, "--out", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut" / "last.pt")])
+    out_res, out_full = res.communicate(timeout=600)[0], full.communicate(timeout=600)[0]
+    assert res.returncode == 0, out_res
+    assert full.returncode == 0, out_full
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # resuming with another config is refused, before any training
+    bad = _run([*args, "--out", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut" / "last.pt"), "--lr", "0.5"])
+    text = bad.communicate(timeout=300)[0]
+    assert bad.returncode != 0 and "different config" in text and "'lr': (0.01, 0.5)" in text
+
+
+def test_two_processes_see_disjoint_samples_covering_the_set(birds, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         str(ROOT / "train_dali.py"), "--data", str(birds.root), "--epochs", "1", *TINY, "--batch-size", "6",
+         "--mix", "cutmix", "--workers", "1", "--record-indices", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    r0 = json.loads((out / "indices_rank0_epoch0.json").read_text())
+    r1 = json.loads((out / "indices_rank1_epoch0.json").read_text())
+    assert not set(r0) & set(r1)
+    assert len(r0) == len(r1) == 30 and sorted(r0 + r1) == list(range(60))  # 60 images, 30 per rank: no drop
+    assert "RESULT" in p.stdout and p.stdout.count("RESULT") == 1  # only rank 0 reports

@@ -81,6 +81,7 @@ class SnapMix(MixMethod):
         self.symmetric = bool(symmetric)  # Fig. 3: symmetric boxes with semantic labels
         self.cam_head, self.autocast, self.channels_last = cam_head, bool(autocast), bool(channels_last)
         self._found: tuple[nn.Module, CAMHead] | None = None
+        self.last_cam: torch.Tensor | None = None
         self.name = "snapmix"
 
     def sample(self, images: torch.Tensor, labels: torch.Tensor) -> BoxParams:
@@ -120,7 +121,8 @@ class SnapMix(MixMethod):
             x = images.to(memory_format=torch.channels_last) if self.channels_last and images.is_cuda else images
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and images.is_cuda else nullcontext()
             with ctx, nvtx_range(f"{self.name}/cam"):
-                return class_activation_maps(head, x, labels)
+                self.last_cam = class_activation_maps(head, x, labels)  # kept for sample grids
+                return self.last_cam
         finally:
             model.train(was_training)
 
