@@ -131,3 +131,13 @@ def test_two_processes_see_disjoint_samples_covering_the_set(birds, tmp_path):
     assert not set(r0) & set(r1)
     assert len(r0) == len(r1) == 30 and sorted(r0 + r1) == list(range(60))  # 60 images, 30 per rank: no drop
     assert "RESULT" in p.stdout and p.stdout.count("RESULT") == 1  # only rank 0 reports
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(birds, tmp_path):
+    out = tmp_path / "nan"
+    args = ["--data", str(birds.root), "--epochs", "3", *TINY, "--mix", "baseline", "--out", str(out)]
+    # the learning rate jumps by 1e30 after the first epoch: the loss blows up in epoch 2
+    with pytest.raises(SystemExit, match=r"loss is (nan|inf) at step \d+ \(epoch 2\); the last good checkpoint is"):
+        main([*args, "--lr-steps", "1", "--lr-gamma", "1e30"])
+    ck = torch.load(out / "last.pt", weights_only=False)
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
