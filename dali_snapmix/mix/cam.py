@@ -77,7 +77,7 @@ class CAMHead:
 
 
 def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(N, h, w) float32 CAM of each sample's own class: w[y] . relu(F) + b[y]."""
+    """(N, h, w) float64 CAM of each sample's own class: w[y] . relu(F) + b[y]."""
     feats = head.features(images)
     if not isinstance(feats, torch.Tensor) or feats.dim() != 4:
         raise ValueError(f"the feature extractor must return an NCHW map, got {getattr(feats, 'shape', type(feats).__name__)}")
@@ -89,9 +89,11 @@ def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Ten
         )
     if int(labels.max()) >= W.shape[0]:
         raise ValueError(f"label {int(labels.max())} is out of range for a classifier with {W.shape[0]} classes")
-    feats = torch.relu(feats).float()
-    rows = W[labels].float()  # (N, C): only the classes we need
+    # float64: the SPM subtracts the map's minimum, and a map that varies little around
+    # a large value would lose its variation to float32 rounding there
+    feats = torch.relu(feats).double()
+    rows = W[labels].double()  # (N, C): only the classes we need
     cam = torch.einsum("nchw,nc->nhw", feats, rows)
     if head.classifier.bias is not None:
-        cam = cam + head.classifier.bias[labels].float()[:, None, None]
+        cam = cam + head.classifier.bias[labels].double()[:, None, None]
     return cam.contiguous()
