@@ -1,0 +1,168 @@
+"""Augmentation overhead per method for one training step (GuidedMixup's metric, Table 2):
+step time with the augmentation / step time without it - 1.
+
+    python benchmarks/overhead.py                         # ResNet-18, 224 crops, batch 16, CPU
+    python benchmarks/overhead.py --model resnet50 --crop 448
+
+The loader is excluded: every step starts from the same pre-loaded batch (a copy of it,
+since mixing works in place; the copy is in every variant). Variants:
+  baseline, mixup, cutmix, cutout, snapmix   our methods (SnapMix exact, released semantics)
+  floor                                      a baseline step + one bare no-grad backbone forward:
+                                             the CAM pass alone, the least exact SnapMix can cost
+  snapmix-reference                          SnapMix as the authors' release computes it: Python
+                                             per batch, a conv over all classes, full-resolution
+                                             upsampling then masked sums, interpolate + slice paste
+Warm-up, then rounds in alternating order, medians over the rounds. CUDA events on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dali_snapmix.mix import CAMHead, MixedBatch, build_mix, mixed_cross_entropy
+from dali_snapmix.mix.boxes import rand_boxes
+from dali_snapmix.models import build_model
+
+
+def reference_snapmix(images, labels, model, head: CAMHead, rng: np.random.Generator, beta: float = 5.0):
+    """The authors' released SnapMix (prob 1), transcribed: see ../shared/reference/snapmix.md."""
+    n, _, H, W = images.shape
+    with torch.no_grad():
+        fms = F.relu(head.features(images))
+        w = head.classifier.weight
+        out = F.conv2d(fms, w.view(w.shape[0], w.shape[1], 1, 1), bias=head.classifier.bias)
+        maps = torch.stack([out[i, labels[i]] for i in range(n)])
+        maps = F.interpolate(maps[:, None], (H, W), mode="bilinear", align_corners=False)[:, 0]
+        for i in range(n):
+            maps[i] -= maps[i].min()
+            maps[i] /= maps[i].sum()
+    perm = torch.from_numpy(rng.permutation(n))
+    y0, y1, x0, x1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
+    a0, a1, b0, b1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
+    wa, wb = torch.ones(n), torch.zeros(n)
+    if (y1 - y0) * (x1 - x0) > 0 and (a1 - a0) * (b1 - b0) > 0:
+        patch = images[perm, :, a0:a1, b0:b1].clone()
+        images[:, :, y0:y1, x0:x1] = F.interpolate(patch, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=True)
+        wa = 1 - maps[:, y0:y1, x0:x1].sum((1, 2)) / (maps.sum((1, 2)) + 1e-8)
+        wb = maps[perm][:, a0:a1, b0:b1].sum((1, 2)) / (maps[perm].sum((1, 2)) + 1e-8)
+        same = labels == labels[perm]
+        tmp = wa.clone()
+        wa[same] += wb[same]
+        wb[same] += tmp[same]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (H * W)
+        wa[torch.isnan(wa)] = lam
+        wb[torch.isnan(wb)] = 1 - lam
+    return MixedBatch(images, labels, labels[perm], wa.float(), wb.float())
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--crop", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--classes", type=int, default=200, help="classifier width (CUB: 200)")
+    ap.add_argument("--repeats", type=int, default=10, help="interleaved rounds (medians over them)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--plot", default="runs/overhead.png", help="bar chart path ('' to skip)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+
+    dev = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
+    torch.manual_seed(a.seed)
+    model = build_model(a.model, num_classes=a.classes).to(dev).train()
+    head = CAMHead.of(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)  # tiny lr: weights barely move
+    g = torch.Generator().manual_seed(a.seed)
+    batch = torch.randn(a.batch, 3, a.crop, a.crop, generator=g).to(dev)
+    labels = torch.randint(0, a.classes, (a.batch,), generator=g).to(dev)
+    mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed) for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix")}
+    ref_rng = np.random.default_rng(a.seed)
+    aug_time: dict[str, list[float]] = {}
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step(name: str) -> None:
+        x = batch.clone()
+        sync()
+        t = time.perf_counter()
+        if name == "snapmix-reference":
+            target = reference_snapmix(x, labels, model, head, ref_rng)
+        elif name == "floor":
+            with torch.no_grad():
+                head.features(x)
+            target = mixers["baseline"](x, labels)
+        else:
+            target = mixers[name](x, labels, model=model)
+        sync()
+        aug_time.setdefault(name, []).append(time.perf_counter() - t)
+        loss = mixed_cross_entropy(model(target.images), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def timed(name: str) -> float:
+        if dev.type == "cuda":
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            step(name)
+            e1.record()
+            e1.synchronize()
+            return e0.elapsed_time(e1) / 1e3
+        t = time.perf_counter()
+        step(name)
+        return time.perf_counter() - t
+
+    names = ["baseline", "mixup", "cutmix", "cutout", "snapmix", "floor", "snapmix-reference"]
+    for _ in range(a.warmup):
+        for n in names:
+            step(n)
+    aug_time.clear()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(a.repeats):
+        for n in (names if r % 2 else names[::-1]):
+            times[n].append(timed(n))
+    med = {n: statistics.median(v) for n, v in times.items()}
+    aug = {n: statistics.median(v) for n, v in aug_time.items()}
+    over = {n: med[n] / med["baseline"] - 1 for n in names}
+
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads; python {platform.python_version()}, "
+          f"torch {torch.__version__}; device {dev}")
+    print(f"{a.model}, {a.crop}x{a.crop}, batch {a.batch}, {a.classes} classes, {a.repeats} interleaved rounds, medians")
+    print("| method | median step ms | overhead | inside the augmentation ms |")
+    print("|---|---|---|---|")
+    for n in names:
+        print(f"| {n} | {med[n] * 1e3:.1f} | {over[n]:+.1%} | {aug[n] * 1e3:.1f} |")
+    if a.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from pathlib import Path
+
+        import matplotlib.pyplot as plt
+
+        Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.bar(names, [over[n] * 100 for n in names], color=["#888"] * 5 + ["#4a4", "#a44"])
+        ax.set_ylabel("overhead vs baseline step (%)")
+        ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
+        plt.setp(ax.get_xticklabels(), rotation=20)
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=100)
+        plt.close(fig)
+    gap = (over["snapmix"] - over["floor"]) * 100
+    print(f"exact-floor {gap:+.1f} pts lowres n/a cached n/a  (fast SnapMix modes not built yet)")
+    return {"median_s": med, "overhead": over, "augmentation_s": aug}
+
+
+if __name__ == "__main__":
+    main()
