@@ -93,10 +93,10 @@ def test_killed_run_resumes_to_the_same_weights(birds, tmp_path):
     args = ["--data", str(birds.root), "--epochs", "3", *TINY, "--mix", "snapmix"]
     full = _run([*args, "--out", str(tmp_path / "full")])
     cut = _run([*args, "--out", str(tmp_path / "cut")])
-    log = tmp_path / "cut" / "log.jsonl"
+    ckpt = tmp_path / "cut" / "last.pt"  # written atomically at the end of each epoch
     deadline = time.time() + 300
-    while time.time() < deadline and cut.poll() is None and not (log.exists() and log.read_text().count("\n") >= 1):
-        time.sleep(0.2)
+    while time.time() < deadline and cut.poll() is None and not ckpt.exists():
+        time.sleep(0.1)
     assert cut.poll() is None, "the run ended before it could be killed"
     cut.send_signal(signal.SIGKILL)
     cut.wait()
