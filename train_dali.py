@@ -47,6 +47,7 @@ class Config:
     mix_prob: float = -1.0  # switch probability; -1: the method's paper default
     mix_beta: float = -1.0  # Beta(beta, beta) ratio parameter; -1: the method's default
     snapmix_semantics: str = "released"  # released | improved (see dali_snapmix/mix/snapmix.py)
+    cam_resolution: float = 1.0  # SnapMix CAM pass on a copy downscaled by this factor (0.5: low-res mode)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -150,7 +151,8 @@ def build_mixer(cfg: Config, num_classes: int, cam_head: CAMHead | None):
     if cfg.mix_beta > 0 and cfg.mix not in ("baseline", "cutout"):
         opts["beta"] = cfg.mix_beta
     if cfg.mix == "snapmix":
-        opts.update(semantics=cfg.snapmix_semantics, cam_head=cam_head, autocast=cfg.amp != "off",
+        opts.update(semantics=cfg.snapmix_semantics, cam_head=cam_head, cam_resolution=cfg.cam_resolution,
+                    autocast=cfg.amp != "off",
                     channels_last=cfg.channels_last)
     try:
         return build_mix(cfg.mix, **opts) if cfg.mix != "baseline" else build_mix("baseline", num_classes=num_classes)

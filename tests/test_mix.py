@@ -53,7 +53,8 @@ def released_spm(model, images, labels, H, W):
     return maps
 
 
-def released_snapmix(model, images, labels, p: BoxParams):
+def released_snapmix(model, images, labels, p: BoxParams, cam_images=None):
+    """``cam_images``: what the CAM pass sees (the low-resolution mode's downscaled copy)."""
     x = images.clone()
     n, _, H, W = x.shape
     perm = p.perm
@@ -61,7 +62,7 @@ def released_snapmix(model, images, labels, p: BoxParams):
     w_a, w_b = torch.ones(n), torch.zeros(n)
     if not p.mix:
         return x, labels, y_b, w_a, w_b
-    spm = released_spm(model, x, labels, H, W)
+    spm = released_spm(model, x if cam_images is None else cam_images, labels, H, W)
     orig = x.clone()
     for i in range(n):
         dy0, dy1, dx0, dx1 = p.dst_box[i].tolist()
@@ -134,6 +135,24 @@ def test_snapmix_matches_released_transcription(rng, semantics, n):
         else:
             assert m1.training  # restored after the eval-mode pass
             assert all(b.num_batches_tracked.item() == 0 for b in m1.modules() if isinstance(b, nn.BatchNorm2d))
+
+
+def test_snapmix_low_resolution_mode(rng):
+    x, y = batch(rng, n=6, size=64, classes=3)
+    m = model(3)
+    sm = SnapMix(cam_resolution=0.5, seed=int(rng.integers(1 << 30)))
+    p = sm.sample(x, y)
+    p = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
+    small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+    got = sm.apply(x.clone(), y, p, model=copy.deepcopy(m))
+    want = released_snapmix(copy.deepcopy(m), x, y, p, cam_images=small)
+    assert sm.last_cam.shape[-2:] == (2, 2)  # 64 px -> 4x4 features at full size, 2x2 at half
+    assert not got.w_a.isnan().any()
+    assert_close(got.images, want[0])
+    assert_close(got.w_a, want[3])
+    assert_close(got.w_b, want[4])
+    with pytest.raises(ValueError, match="cam_resolution must be in"):
+        SnapMix(cam_resolution=0)
 
 
 def test_snapmix_same_label_nan_fallback_and_self_pairs(rng):
