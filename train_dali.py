@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
-from dali_snapmix.mix import METHODS, CAMHead, build_mix, mixed_cross_entropy
+from dali_snapmix.mix import METHODS, build_mix, mixed_cross_entropy
 from dali_snapmix.models import MidLevel, build_model, classifier_of, load_pretrained, mid_layer
 
 
@@ -144,14 +144,14 @@ def check(cfg: Config) -> None:
 # ---------------------------------------------------------------- pieces
 
 
-def build_mixer(cfg: Config, num_classes: int, cam_head: CAMHead | None):
+def build_mixer(cfg: Config, num_classes: int):
     opts = {"num_classes": num_classes}
     if cfg.mix_prob >= 0:
         opts["prob"] = cfg.mix_prob
     if cfg.mix_beta > 0 and cfg.mix not in ("baseline", "cutout"):
         opts["beta"] = cfg.mix_beta
     if cfg.mix == "snapmix":
-        opts.update(semantics=cfg.snapmix_semantics, cam_head=cam_head, cam_resolution=cfg.cam_resolution,
+        opts.update(semantics=cfg.snapmix_semantics, cam_resolution=cfg.cam_resolution,
                     autocast=cfg.amp != "off",
                     channels_last=cfg.channels_last)
     try:
@@ -307,7 +307,6 @@ def train(cfg: Config) -> dict:
             raise SystemExit(f"--pretrained: {e}") from None
         if rank == 0:
             print(f"pretrained {cfg.pretrained}: missing keys {missing or 'none'}; unexpected keys {unexpected or 'none'}")
-    cam_head = CAMHead.of(backbone) if cfg.mix == "snapmix" or "snapmix" in cfg.compare else None
     model: nn.Module = backbone
     if cfg.midlevel:
         try:
@@ -329,7 +328,7 @@ def train(cfg: Config) -> dict:
     opt = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_gamma)
-    mixer = build_mixer(cfg, K, cam_head)
+    mixer = build_mixer(cfg, K)
     ddp = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
 
     start, history = 0, []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "build_model"]
+__all__ = ["TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "load_pretrained", "mid_layer"]
 
 
 class SmallCNN(nn.Module):

@@ -106,10 +106,14 @@ def flat(t: torch.Tensor, backend: str):
     return a.view(np.uint16) if t.dtype == torch.int16 else a
 
 
-def launch(kernel, n_items: int, *args) -> None:
-    """Grid-stride launch on torch's current stream (tiny grids under the simulator,
-    where every thread is a Python thread)."""
+def launch(backend: str, kernel, n_items: int, *args) -> None:
+    """Run a compiled kernel over ``n_items`` work items: a CPU kernel is called (its
+    prange covers the items); a CUDA kernel gets a grid-stride launch on torch's current
+    stream (tiny grids under the simulator, where every thread is a Python thread)."""
     if n_items <= 0:
+        return
+    if backend == "cpu":
+        kernel(*args)
         return
     from numba import cuda
 
@@ -126,6 +130,11 @@ def dtype_name(t: torch.Tensor) -> str:
     return {torch.float32: "float32", torch.float16: "float16", torch.float64: "float64"}[t.dtype]
 
 
+def offsets(sizes: torch.Tensor) -> torch.Tensor:
+    """Exclusive prefix sums with the total appended: where each sample's items start."""
+    return torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+
+
 def on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Small index tensors moved next to the images (non-blocking from pinned memory)."""
+    """Small index tensors moved next to the images."""
     return t.contiguous() if t.device == device else t.to(device, non_blocking=True).contiguous()

@@ -109,11 +109,7 @@ def _numba(backend: str):
             H * W,
             per_pixel,
         )
-        k = _compiled(backend, D.dtype_name(images))
-        if backend == "cpu":
-            k(*args)
-        else:
-            D.launch(k, C * H * W, *args)
+        D.launch(backend, _compiled(backend, D.dtype_name(images)), C * H * W, *args)
         return images
 
     return run

@@ -52,7 +52,7 @@ def _cuda_fill(images, values, boxes, roff, nb, C, H, W):
         row(t // LANES, t % LANES, LANES, images, values, boxes, roff, nb, C, H, W)
 
 
-def python_kernels(target: str, dtype: str):
+def python_kernels(target: str):
     tg = Target(target)
     fill = tg.device(fill_slice if target == "cpu" else fill_lanes, inline=True)
     fr = tg.device(fill_row, locate=tg.device(locate, inline=True), fill=fill, inline=True)
@@ -66,8 +66,8 @@ def python_kernels(target: str, dtype: str):
 
 
 @functools.cache
-def _compiled(target: str, dtype: str):
-    return build(target, python_kernels(target, dtype)[0])
+def _compiled(target: str):
+    return build(target, python_kernels(target)[0])
 
 
 def _numba(backend: str):
@@ -76,7 +76,7 @@ def _numba(backend: str):
         bh = boxes[:, 1] - boxes[:, 0]
         bw = boxes[:, 3] - boxes[:, 2]
         rows = torch.where((bh > 0) & (bw > 0), C * bh, 0)
-        roff = torch.cat([torch.zeros(1, dtype=torch.int64), rows.cumsum(0)])
+        roff = D.offsets(rows)
         if int(roff[-1]) == 0:
             return images
         dev = images.device
@@ -90,11 +90,7 @@ def _numba(backend: str):
             H,
             W,
         )
-        k = _compiled(backend, D.dtype_name(images))
-        if backend == "cpu":
-            k(*args)
-        else:
-            D.launch(k, int(roff[-1]) * LANES, *args)
+        D.launch(backend, _compiled(backend), int(roff[-1]) * LANES, *args)
         return images
 
     return run

@@ -191,10 +191,6 @@ def _compiled(target: str, dtype: str):
 # ---------------------------------------------------------------- backends
 
 
-def _offsets(sizes: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
-
-
 def _numba(backend: str):
     def run(images, *, perm, src_box, dst_box, align_corners):
         B, C, H, W = images.shape
@@ -204,35 +200,31 @@ def _numba(backend: str):
         if not bool(live.any()):
             return images
         dev = images.device
-        xoff = _offsets(torch.where(live, dw, 0))
+        xoff = D.offsets(torch.where(live, dw, 0))
         xi0 = torch.empty(int(xoff[-1]), dtype=torch.int64, device=dev)
         xi1 = torch.empty_like(xi0)
         xl = torch.empty(int(xoff[-1]), dtype=torch.float32, device=dev)
         k = _compiled(backend, D.dtype_name(images))
-        sb, db = D.on(src_box.reshape(-1), dev), D.on(dst_box.reshape(-1), dev)
         F_ = functools.partial(D.flat, backend=backend)
-        coef_args = (F_(xi0), F_(xi1), F_(xl), F_(D.on(xoff, dev)), F_(sb), F_(db), B, align_corners)
+        sb, db = F_(D.on(src_box.reshape(-1), dev)), F_(D.on(dst_box.reshape(-1), dev))
+        x, xo = F_(images), F_(D.on(xoff, dev))
+        coefs = (F_(xi0), F_(xi1), F_(xl))
+        D.launch(backend, k["coefs"], int(xoff[-1]), *coefs, xo, sb, db, B, align_corners)
         if backend == "cpu":
-            k["coefs"](*coef_args)
             order, starts = cycles(perm)
             last = order[starts[1:] - 1]
-            soff = _offsets(C * sh[last] * sw[last])
+            soff = D.offsets(C * sh[last] * sw[last])
             saved = torch.empty(int(soff[-1]), dtype=images.dtype)
-            k["paste"](
-                F_(images), F_(saved), F_(perm), F_(sb), F_(db), F_(order), F_(starts), len(starts) - 1, F_(soff),
-                F_(xi0), F_(xi1), F_(xl), F_(xoff), C, H, W, align_corners,
-            )
+            k["paste"](x, F_(saved), F_(perm), sb, db, F_(order), F_(starts), len(starts) - 1, F_(soff),
+                       *coefs, xo, C, H, W, align_corners)
             return images
-        roff = _offsets(torch.where(live, C * dh, 0))
-        eoff = _offsets(torch.where(live, C * dh * dw, 0))
-        scratch = torch.empty(int(eoff[-1]), dtype=torch.float32, device=dev)
+        roff = D.offsets(torch.where(live, C * dh, 0))
+        eoff = D.offsets(torch.where(live, C * dh * dw, 0))
+        s = F_(torch.empty(int(eoff[-1]), dtype=torch.float32, device=dev))
         ro, eo = F_(D.on(roff, dev)), F_(D.on(eoff, dev))
-        x, s = F_(images), F_(scratch)
-        D.launch(k["coefs"], int(xoff[-1]), *coef_args)
         n = int(roff[-1]) * LANES
-        D.launch(k["gather"], n, x, s, F_(D.on(perm, dev)), F_(sb), F_(db), ro, eo, F_(xi0), F_(xi1), F_(xl),
-                 F_(D.on(xoff, dev)), B, C, H, W, align_corners)
-        D.launch(k["scatter"], n, x, s, F_(db), ro, eo, B, C, H, W)
+        D.launch(backend, k["gather"], n, x, s, F_(D.on(perm, dev)), sb, db, ro, eo, *coefs, xo, B, C, H, W, align_corners)
+        D.launch(backend, k["scatter"], n, x, s, db, ro, eo, B, C, H, W)
         return images
 
     return run

@@ -40,7 +40,7 @@ def signatures():
         out.append((f"paste_resized.scatter[{dtype}]", k["scatter"], (img, float32[::1], i64, i64, i64, int64, int64, int64, int64)))
         (mix,) = blend_kernels("cuda", dtype)
         out.append((f"blend+mask_blend[{dtype}]", mix, (img, float32[::1], i64, i64, int64, int64, int64, boolean)))
-        (fill,) = fill_kernels("cuda", dtype)
+        (fill,) = fill_kernels("cuda")
         out.append((f"fill_box[{dtype}]", fill, (img, img, i64, i64, int64, int64, int64, int64)))
     (masses,) = spm_kernels("cuda")
     for dt, arr in (("float32", float32[::1]), ("float64", float64[::1])):

@@ -175,10 +175,7 @@ def _numba(backend: str):
             ex.shape[0],
             K, h, w, H, W,
         )
-        if backend == "cpu":
-            _compiled("cpu")(*args)
-        else:
-            D.launch(_compiled("cuda"), B * K, *args)
+        D.launch(backend, _compiled(backend), B * K, *args)
         return out.view(B, K)
 
     return run
@@ -240,7 +237,7 @@ def spm_box_mass(
     if not isinstance(b3, torch.Tensor) or b3.dim() != 3:
         raise ValueError(f"boxes must be (N, 4) or (N, K, 4), got {getattr(boxes, 'shape', type(boxes).__name__)}")
     K = b3.shape[1]
-    flat_boxes = D.check_boxes("boxes", b3.reshape(N * K, 4) if b3.shape[0] == N else b3.reshape(-1, 4), N * K, H, W)
+    flat_boxes = D.check_boxes("boxes", b3.reshape(-1, 4), N * K, H, W)
     fn = D.pick("spm_box_mass", backend, cams.device)
     with nvtx_range(f"{tag}/spm_box_mass"):
         out = fn(cams, flat_boxes.view(N, K, 4), image_size=(H, W))
