@@ -50,7 +50,7 @@ def lerp(a, b, w):
 def resample_row(src, sbase, sstride, sh, dh, yy, dst, dbase, xi0, xi1, xl, xo, dw, x_start, x_step, align):
     """Output row yy (of dh) of a patch whose row 0 starts at src[sbase], rows sstride
     apart: F.interpolate's bilinear weights, the two source rows blended first (the
-    order the CPU row below needs, so both targets round alike)."""
+    order the CPU row below needs, so both targets do the same operations)."""
     y0, y1, ly = src_coord(yy, sh, dh, align)
     r0 = sbase + y0 * sstride
     r1 = sbase + y1 * sstride
@@ -67,7 +67,8 @@ def resample_rows_cpu(src, sbase, sstride, splane, sh, sw, dh, yy, dst, dbase, d
     """Output row yy of all C planes in two passes: blend each plane's two source rows
     over the patch width into ``tmp`` (contiguous loops LLVM vectorises), then gather
     columns from it, the three planes of an RGB image in one pass over the columns so
-    they share the coefficient loads (about 3x faster than four taps per pixel)."""
+    they share the coefficient loads (~1.6 ns per pixel per thread here against ~4 for
+    four taps per pixel)."""
     y0, y1, ly = src_coord(yy, sh, dh, align)
     for c in range(C):
         top = src[sbase + c * splane + y0 * sstride:sbase + c * splane + y0 * sstride + sw]  # slices: no wrap-around checks
