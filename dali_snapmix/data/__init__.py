@@ -1,5 +1,6 @@
 """Data: the embedded dataset, image sources, the transform spec and the loaders."""
 
+from .fashion_mnist import FashionMNIST, ensure_fashion_mnist
 from .loader import Batch, DALILoader, TorchLoader, make_loader, resolve_device
 from .sources import BadImageError, ImageSource
 from .spec import EpochPlan, TransformSpec, plan_epoch
@@ -10,10 +11,12 @@ __all__ = [
     "BadImageError",
     "DALILoader",
     "EpochPlan",
+    "FashionMNIST",
     "ImageSource",
     "SyntheticBirds",
     "TorchLoader",
     "TransformSpec",
+    "ensure_fashion_mnist",
     "ensure_synthetic_birds",
     "make_loader",
     "plan_epoch",

@@ -68,6 +68,25 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dali_snapmix"
 
 
+def build_once(root: Path, write) -> None:
+    """Unless ``root/COMPLETE`` exists, run ``write(tmp)`` on a fresh sibling folder and
+    rename it to ``root``: a reader never sees a half-written set, a crash leaves none."""
+    if (root / "COMPLETE").exists():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp", dir=root.parent))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(root)
+        except OSError:
+            if not (root / "COMPLETE").exists():  # not a lost race with another writer
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_synthetic_birds(
     *,
     cache_dir: str | os.PathLike | None = None,
@@ -89,11 +108,8 @@ def ensure_synthetic_birds(
     name = f"birds-v{FORMAT_VERSION}-s{seed}-n{train_per_class}-{test_per_class}-{size[0]}x{size[1]}"
     root = cache / name
     ds = SyntheticBirds(root=root, train_per_class=train_per_class, test_per_class=test_per_class, seed=seed)
-    if (root / "COMPLETE").exists():
-        return ds
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=name + ".tmp", dir=cache))
-    try:
+
+    def write(tmp: Path) -> None:
         for split, n, split_id in (("train", train_per_class, 0), ("test", test_per_class, 1)):
             for label, cname in enumerate(CLASS_NAMES):
                 d = tmp / split / cname
@@ -103,14 +119,8 @@ def ensure_synthetic_birds(
                     img = render_bird(rng, label=label, size=size)
                     img.save(d / f"{cname}_{i:04d}.jpg", quality=90)
         (tmp / "COMPLETE").write_text(f"{len(CLASS_NAMES)} classes\n")
-        try:
-            tmp.rename(root)  # atomic: a reader never sees a half-written set
-        except OSError:
-            if not (root / "COMPLETE").exists():  # lost a race with nobody: real error
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    build_once(root, write)
     return ds
 
 
