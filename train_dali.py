@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
 from dali_snapmix.mix import METHODS, build_mix, mixed_cross_entropy
-from dali_snapmix.models import MidLevel, build_model, classifier_of, load_pretrained, mid_layer
+from dali_snapmix.models import MidLevel, build_model, classifier_of, input_normalisation, load_pretrained, mid_layer
 
 
 @dataclass
@@ -290,7 +290,8 @@ def train(cfg: Config) -> dict:
         ds = ensure_synthetic_birds()
         train_src, test_src = ImageSource.from_folder(ds.train_dir), ImageSource.from_folder(ds.test_dir)
     K = train_src.num_classes
-    spec = TransformSpec(resize=cfg.resize, crop=cfg.crop, resize_mode=cfg.resize_mode)
+    mean, std = input_normalisation(cfg.model)  # what the model's pretrained weights expect
+    spec = TransformSpec(resize=cfg.resize, crop=cfg.crop, resize_mode=cfg.resize_mode, mean=mean, std=std)
     common = dict(spec=spec, device=device, seed=cfg.seed, workers=cfg.workers)
     train_loader = make_loader(cfg.data_loader, train_src, batch_size=cfg.batch_size, train=True, **common)
     test_loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=False, **common)
@@ -359,7 +360,8 @@ def train(cfg: Config) -> dict:
             pass
     if rank == 0:
         print(f"device={device} world={world} loader={cfg.data_loader} model={cfg.model} mix={cfg.mix} "
-              f"train={len(train_src)} test={len(test_src)} classes={K} steps/epoch={len(train_loader)}")
+              f"train={len(train_src)} test={len(test_src)} classes={K} steps/epoch={len(train_loader)} "
+              f"normalise mean={spec.mean} std={spec.std}")
 
     from tqdm import tqdm
 

