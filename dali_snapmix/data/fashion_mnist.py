@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .synthetic import build_once, default_cache_dir
+from .synthetic import FolderSet, build_once, default_cache_dir
 
 __all__ = ["CLASS_NAMES", "DEFAULT_DIR", "FashionMNIST", "ensure_fashion_mnist", "read_idx"]
 
@@ -29,18 +29,9 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class FashionMNIST:
-    root: Path
+class FashionMNIST(FolderSet):
     size: int
     per_class: int | None
-
-    @property
-    def train_dir(self) -> Path:
-        return self.root / "train"
-
-    @property
-    def test_dir(self) -> Path:
-        return self.root / "test"
 
     @property
     def num_classes(self) -> int:

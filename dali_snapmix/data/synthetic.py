@@ -40,13 +40,10 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class SyntheticBirds:
-    """Where a generated set lives and what it holds."""
+class FolderSet:
+    """A dataset written as ``root/{train,test}/<class>/<image>``."""
 
     root: Path
-    train_per_class: int
-    test_per_class: int
-    seed: int
 
     @property
     def train_dir(self) -> Path:
@@ -55,6 +52,15 @@ class SyntheticBirds:
     @property
     def test_dir(self) -> Path:
         return self.root / "test"
+
+
+@dataclass(frozen=True)
+class SyntheticBirds(FolderSet):
+    """Where a generated set lives and what it holds."""
+
+    train_per_class: int
+    test_per_class: int
+    seed: int
 
     @property
     def num_classes(self) -> int:
