@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
-from dali_snapmix.mix import METHODS, build_mix, mixed_cross_entropy
+from dali_snapmix.mix import METHODS, CAMCache, build_mix, mixed_cross_entropy
 from dali_snapmix.models import MidLevel, build_model, classifier_of, input_normalisation, load_pretrained, mid_layer
 
 
@@ -48,6 +48,7 @@ class Config:
     mix_beta: float = -1.0  # Beta(beta, beta) ratio parameter; -1: the method's default
     snapmix_semantics: str = "released"  # released | improved (see dali_snapmix/mix/snapmix.py)
     cam_resolution: float = 1.0  # SnapMix CAM pass on a copy downscaled by this factor (0.5: low-res mode)
+    cam_cache_every: int = 0  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -124,6 +125,8 @@ def check(cfg: Config) -> None:
     for name in ("epochs", "batch_size", "resize", "crop", "workers", "eval_every"):
         if getattr(cfg, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.cam_cache_every < 0:
+        raise SystemExit(f"--cam-cache-every must be >= 0 (0: off), got {cfg.cam_cache_every}")
     if cfg.crop > cfg.resize:
         raise SystemExit(f"--crop {cfg.crop} is larger than --resize {cfg.resize}")
     try:
@@ -144,14 +147,15 @@ def check(cfg: Config) -> None:
 # ---------------------------------------------------------------- pieces
 
 
-def build_mixer(cfg: Config, num_classes: int):
+def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.device):
     opts = {"num_classes": num_classes}
     if cfg.mix_prob >= 0:
         opts["prob"] = cfg.mix_prob
     if cfg.mix_beta > 0 and cfg.mix not in ("baseline", "cutout"):
         opts["beta"] = cfg.mix_beta
     if cfg.mix == "snapmix":
-        opts.update(semantics=cfg.snapmix_semantics, cam_resolution=cfg.cam_resolution,
+        cache = CAMCache(size=dataset_size, refresh_every=cfg.cam_cache_every, device=device) if cfg.cam_cache_every else None
+        opts.update(semantics=cfg.snapmix_semantics, cam_resolution=cfg.cam_resolution, cache=cache,
                     autocast=cfg.amp != "off",
                     channels_last=cfg.channels_last)
     try:
@@ -329,7 +333,7 @@ def train(cfg: Config) -> dict:
     opt = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_gamma)
-    mixer = build_mixer(cfg, K)
+    mixer = build_mixer(cfg, K, len(train_src), tdev)
     ddp = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
 
     start, history = 0, []
@@ -370,6 +374,8 @@ def train(cfg: Config) -> dict:
     for epoch in range(start, cfg.epochs):
         seed_epoch(cfg, epoch, rank)
         mixer.rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+        mixer.set_epoch(epoch)
+        cams_before = dict(getattr(mixer, "cache_stats", {}))
         train_loader.set_epoch(epoch)
         model.train()
         t0, t_wait, seen, loss_sum, mix_time = time.perf_counter(), 0.0, 0, 0.0, 0.0
@@ -380,7 +386,7 @@ def train(cfg: Config) -> dict:
             if cfg.record_indices:
                 seen_indices += b.indices.tolist()
             tm = time.perf_counter()
-            target = mixer(b.images, b.labels, model=backbone)
+            target = mixer(b.images, b.labels, model=backbone, geometry=b)
             mix_time += time.perf_counter() - tm
             if cfg.save_samples and epoch == start and seen == 0 and rank == 0:
                 save_sample_grid(out / "samples.png", target, spec, mixer)
@@ -406,6 +412,8 @@ def train(cfg: Config) -> dict:
         row = dict(epoch=epoch, loss=loss_sum / seen, top1=top1, top1_fused=fused if cfg.midlevel else top1,
                    seconds=dt, images_per_s=seen * world / dt, data_wait_s=t_wait, mix_s=mix_time,
                    lr=opt.param_groups[0]["lr"])
+        if getattr(mixer, "cache", None) is not None:  # samples whose CAMs came from each source, this epoch
+            row["cams"] = {k: v - cams_before.get(k, 0) for k, v in mixer.cache_stats.items()}
         history.append(row)
         if cfg.record_indices:
             (out / f"indices_rank{rank}_epoch{epoch}.json").write_text(json.dumps(seen_indices))
@@ -422,6 +430,8 @@ def train(cfg: Config) -> dict:
                          "epoch": epoch + 1, "history": history, "rng": rng, "loader": {"seed": cfg.seed, "epoch": epoch + 1},
                          "config": dataclasses.asdict(cfg)}, out / "last.pt")
             acc = "" if top1 is None else f" top1 {top1:.4f}" + (f" fused {fused:.4f}" if cfg.midlevel else "")
+            if "cams" in row:
+                acc += " cams " + " ".join(f"{k} {v}" for k, v in row["cams"].items())
             print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} {row['images_per_s']:.0f} img/s "
                   f"(data wait {t_wait:.1f}s, mixing {mix_time:.1f}s, {dt:.1f}s)", flush=True)
     ev = [h for h in history if h["top1"] is not None]

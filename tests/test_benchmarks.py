@@ -9,7 +9,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
                     "--warmup", "1", "--plot", str(tmp_path / "o.png")])
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
-    for name in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "floor", "snapmix-reference"):
+    for name in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor", "snapmix-reference"):
         assert f"| {name} |" in out and res["median_s"][name] > 0
     assert res["overhead"]["baseline"] == 0.0
     assert (tmp_path / "o.png").stat().st_size > 0

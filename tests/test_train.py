@@ -33,6 +33,20 @@ def test_trainer_runs_and_logs(birds, tmp_path):
     assert ck["epoch"] == 2 and set(ck["rng"]) == {"python", "numpy", "torch"} and ck["loader"]["epoch"] == 2
 
 
+def test_cached_cam_mode_refreshes_on_schedule_and_from_clean_batches(birds, tmp_path):
+    out = tmp_path / "cached"
+    main(["--data", str(birds.root), "--epochs", "3", *TINY, "--mix", "snapmix", "--mix-prob", "0.5",
+          "--cam-cache-every", "2", "--out", str(out)])
+    rows = [json.loads(x)["cams"] for x in (out / "log.jsonl").read_text().splitlines()]
+    n = 7 * 8  # 60 training images, batches of 8, last partial dropped
+    assert all(sum(r.values()) >= n // 2 for r in rows)  # mixed batches + clean batches
+    assert rows[0]["cached"] < rows[0]["exact"] + rows[0]["free"]  # epoch 0 fills the cache
+    assert rows[1]["exact"] < rows[0]["exact"]  # epoch 1 mostly re-projects
+    assert rows[0]["free"] > 0  # clean batches refreshed maps without a pass
+    with pytest.raises(SystemExit, match="cam-cache-every"):
+        main(["--data", str(birds.root), *TINY, "--cam-cache-every", "-1", "--out", str(tmp_path / "x")])
+
+
 def test_config_layers_and_bad_values(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("preset: scratch\nmix: cutmix\nepochs: 7\n")

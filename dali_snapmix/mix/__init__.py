@@ -10,6 +10,7 @@ from __future__ import annotations
 from .base import MixedBatch, MixMethod, mixed_cross_entropy, soft_targets
 from .baseline import Baseline
 from .cam import CAMHead, class_activation_maps
+from .cam_cache import CAMCache
 from .cutmix import CutMix
 from .cutout import CutOut
 from .mixup import Mixup
@@ -17,7 +18,7 @@ from .params import BlendParams, BoxParams, CutOutParams
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
+    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
     "MixedBatch", "Mixup", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 

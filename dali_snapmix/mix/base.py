@@ -72,19 +72,27 @@ class MixMethod:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
         self.rng = np.random.default_rng(seed)
+        self.epoch = 0
 
     def sample(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
         raise NotImplementedError
 
-    def apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto") -> MixedBatch:
+    def apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
+        """``geometry``: the loader's Batch (``indices``, ``window``, ``flip``); only
+        SnapMix's CAM cache reads it."""
         raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, model=None, params: Any = None,
-                 backend: str = "auto") -> MixedBatch:
+                 backend: str = "auto", geometry=None) -> MixedBatch:
         self.check(images, labels)
         if params is None:
             params = self.sample(images, labels)
-        return self.apply(images, labels, params, model=model, backend=backend)
+        return self.apply(images, labels, params, model=model, backend=backend, geometry=geometry)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The trainer calls this each epoch (SnapMix's CAM cache stamps maps with it)."""
+        self.epoch = int(epoch)
 
     def check(self, images, labels) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():

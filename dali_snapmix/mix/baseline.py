@@ -15,5 +15,6 @@ class Baseline(MixMethod):
     def sample(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         return None
 
-    def apply(self, images, labels, params=None, *, model=None, backend: str = "auto") -> MixedBatch:
+    def apply(self, images, labels, params=None, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
         return self.unmixed(images, labels)

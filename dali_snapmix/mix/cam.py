@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-__all__ = ["CAMHead", "class_activation_maps"]
+__all__ = ["CAMHead", "class_activation_maps", "cams_from_features", "feature_module"]
 
 _HOW = (
     "pass the feature extractor and the classifier explicitly: "
@@ -78,10 +78,14 @@ class CAMHead:
 
 def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(N, h, w) float64 CAM of each sample's own class: w[y] . relu(F) + b[y]."""
-    feats = head.features(images)
+    return cams_from_features(head.classifier, head.features(images), labels)
+
+
+def cams_from_features(classifier: nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The CAMs of an already computed (N, C, h, w) feature map."""
     if not isinstance(feats, torch.Tensor) or feats.dim() != 4:
         raise ValueError(f"the feature extractor must return an NCHW map, got {getattr(feats, 'shape', type(feats).__name__)}")
-    W = head.classifier.weight
+    W = classifier.weight
     if feats.shape[1] != W.shape[1]:
         raise ValueError(
             f"feature map has {feats.shape[1]} channels but the classifier takes {W.shape[1]} inputs: "
@@ -91,9 +95,39 @@ def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Ten
         raise ValueError(f"label {int(labels.max())} is out of range for a classifier with {W.shape[0]} classes")
     # float64: the SPM subtracts the map's minimum, and a map that varies little around
     # a large value would lose its variation to float32 rounding there
-    feats = torch.relu(feats).double()
-    rows = W[labels].double()  # (N, C): only the classes we need
+    feats = torch.relu(feats.detach()).double()
+    rows = W.detach()[labels].double()  # (N, C): only the classes we need
     cam = torch.einsum("nchw,nc->nhw", feats, rows)
-    if head.classifier.bias is not None:
-        cam = cam + head.classifier.bias[labels].double()[:, None, None]
+    if classifier.bias is not None:
+        cam = cam + classifier.bias.detach()[labels].double()[:, None, None]
     return cam.contiguous()
+
+
+@torch.no_grad()
+def feature_module(model: nn.Module, head: CAMHead, probe: torch.Tensor) -> nn.Module | None:
+    """The submodule of ``model`` whose output, in the model's own forward, is the
+    feature map ``head.features`` returns (ResNet's layer4, EfficientNet's bn2, ...):
+    the outermost such module that runs once per forward (a ReLU reused inside a block
+    also returns the map, but fires twice). Found with one probe image in eval mode;
+    None if there is none (the map is computed outside any module)."""
+    was_training = model.training
+    model.eval()
+    fired: dict[nn.Module, int] = {}
+    matched: list[nn.Module] = []
+
+    def hook(mod, _inputs, out):
+        fired[mod] = fired.get(mod, 0) + 1
+        if isinstance(out, torch.Tensor) and out.shape == feats.shape and torch.equal(out, feats):
+            matched.append(mod)  # compared now: a later in-place op may change the tensor
+
+    try:
+        feats = head.features(probe).clone()
+        handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+        try:
+            model(probe)
+        finally:
+            for h in handles:
+                h.remove()
+    finally:
+        model.train(was_training)
+    return next((m for m in reversed(matched) if fired[m] == 1), None)

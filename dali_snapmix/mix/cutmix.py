@@ -52,7 +52,8 @@ class CutMix(MixMethod):
         return sample_box_params(self, images, prob=self.prob, beta=self.beta, asymmetric=self.asymmetric,
                                  per_sample=self.per_sample)
 
-    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto") -> MixedBatch:
+    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
         if not params.mix:
             return self.unmixed(images, labels)
         n, _, h, w = images.shape

@@ -33,7 +33,8 @@ class CutOut(MixMethod):
         box = rand_boxes([self.lam] * k, height=h, width=w, rng=self.rng).expand(n, 4).contiguous()
         return CutOutParams(apply=apply, box=box)
 
-    def apply(self, images, labels, params: CutOutParams, *, model=None, backend: str = "auto") -> MixedBatch:
+    def apply(self, images, labels, params: CutOutParams, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
         if params.apply:
             kernels.fill_box(images, boxes=params.box, value=0.0, backend=backend, tag=self.name)
         return self.unmixed(images, labels)

@@ -32,7 +32,8 @@ class Mixup(MixMethod):
         lam = torch.from_numpy(np.broadcast_to(lam, (n,)).astype(np.float32).copy())
         return BlendParams(mix=mix, perm=self.permutation(n), lam=lam)
 
-    def apply(self, images, labels, params: BlendParams, *, model=None, backend: str = "auto") -> MixedBatch:
+    def apply(self, images, labels, params: BlendParams, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
         if not params.mix:
             return self.unmixed(images, labels)
         kernels.blend(images, perm=params.perm, weights=params.lam, backend=backend, tag=self.name)

@@ -27,6 +27,16 @@ forward's cost; its smaller CAM covers the same field of view and is upsampled t
 full crop by the SPM as usual. Its labels approximate the exact ones (a coarser map).
 With the train-mode CAM pass, BatchNorm statistics then also see the low-res batch.
 
+``cache=CAMCache(size=len(dataset))`` is the cached-CAM mode (``cam_cache.py``): each
+sample's CAM is kept in source-image coordinates with the crop it came from and re-
+projected into the sample's current crop, so a step pays for an exact pass only for
+samples whose map is missing or older than ``refresh_every`` epochs. Needs the loader's
+Batch as ``geometry=`` (indices, crop windows, flips). When prob < 1, unmixed batches
+refresh their samples' maps for free: the training forward's own feature map is caught
+by a hook (on the model's feature module) and turned into CAMs. Cached maps are
+stale by up to ``refresh_every`` epochs and twice resampled: a cheaper, older, blurrier
+label weight than the exact pass.
+
 ``semantics="improved"`` changes three defaults: a box pair per sample (each sample
 gets its own ratios, as Mixup/CutMix variants in timm do), no self-pairs, and the CAM
 pass in eval mode (BatchNorm statistics untouched by the extra pass). Each can also be
@@ -46,7 +56,8 @@ from .. import kernels
 from ..kernels._target import nvtx_range
 from .base import MixedBatch, MixMethod, check_beta, check_prob
 from .boxes import box_area
-from .cam import CAMHead, class_activation_maps
+from .cam import CAMHead, cams_from_features, class_activation_maps, feature_module
+from .cam_cache import CAMCache
 from .cutmix import paste, sample_box_params
 from .params import BoxParams
 
@@ -71,6 +82,7 @@ class SnapMix(MixMethod):
         symmetric: bool = False,
         cam_head: CAMHead | None = None,
         cam_resolution: float = 1.0,
+        cache: CAMCache | None = None,
         autocast: bool = False,
         channels_last: bool = False,
         num_classes: int | None = None,
@@ -90,6 +102,12 @@ class SnapMix(MixMethod):
         if not isinstance(cam_resolution, (int, float)) or not 0.0 < cam_resolution <= 1.0:
             raise ValueError(f"cam_resolution must be in (0, 1], got {cam_resolution!r}")
         self.cam_resolution = float(cam_resolution)
+        if cache is not None and not isinstance(cache, CAMCache):
+            raise ValueError(f"cache must be a CAMCache, got {type(cache).__name__}")
+        self.cache = cache
+        self._armed: tuple | None = None  # a clean batch whose training forward refreshes the cache
+        self._hooked: tuple[nn.Module, object] | None = None
+        self.cache_stats = {"exact": 0, "cached": 0, "free": 0}  # samples, for logs and benchmarks
         self.cam_head, self.autocast, self.channels_last = cam_head, bool(autocast), bool(channels_last)
         self._found: tuple[nn.Module, CAMHead] | None = None
         self.last_cam: torch.Tensor | None = None
@@ -122,7 +140,7 @@ class SnapMix(MixMethod):
         return self._found[1]
 
     @torch.no_grad()
-    def cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    def exact_cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """The CAM pass on the clean batch (before any paste)."""
         head = self.head(model)
         was_training = model.training
@@ -136,22 +154,89 @@ class SnapMix(MixMethod):
             x = x.to(memory_format=torch.channels_last) if self.channels_last and x.is_cuda else x
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and images.is_cuda else nullcontext()
             with ctx, nvtx_range(f"{self.name}/cam"):
-                self.last_cam = class_activation_maps(head, x, labels)  # kept for sample grids
-                return self.last_cam
+                return class_activation_maps(head, x, labels)
         finally:
             model.train(was_training)
 
-    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto") -> MixedBatch:
+    def cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module, geometry=None) -> torch.Tensor:
+        """Each sample's CAM for its current crop: from the cache where it holds a fresh
+        map, else from an exact pass over just the samples that need one."""
+        if self.cache is None:
+            cam = self.exact_cams(images, labels, model)
+            self.cache_stats["exact"] += len(cam)
+        else:
+            idx, win, flip = self._geometry(geometry, len(images))
+            fresh = self.cache.fresh(idx, self.epoch).to(images.device)
+            need = (~fresh).nonzero()[:, 0]
+            exact = self.exact_cams(images[need], labels[need], model) if len(need) else None
+            if exact is not None:
+                self.cache.store(idx[need.cpu()], exact, win[need.cpu()], flip[need.cpu()], self.epoch)
+            if len(need) == len(images):
+                cam = exact
+            else:
+                with nvtx_range(f"{self.name}/cam_reproject"):
+                    cam = self.cache.project(idx, win, flip).to(images.device)
+                if exact is not None:  # onto the projection's finer grid, as the cached maps are
+                    cam[need] = F.interpolate(exact[:, None].to(cam.dtype), size=cam.shape[1:], mode="bilinear",
+                                              align_corners=False)[:, 0]
+            self.cache_stats["exact"] += len(need)
+            self.cache_stats["cached"] += len(images) - len(need)
+        self.last_cam = cam  # kept for sample grids
+        return cam
+
+    @staticmethod
+    def _geometry(geometry, n: int):
+        missing = [k for k in ("indices", "window", "flip") if not hasattr(geometry, k)]
+        if geometry is None or missing:
+            raise ValueError("SnapMix with a CAM cache needs geometry=<the loader's Batch> (indices, window, flip); "
+                             f"got {type(geometry).__name__}" + (f" without {missing}" if geometry is not None else ""))
+        idx = geometry.indices.to("cpu", torch.int64)
+        if idx.shape != (n,):
+            raise ValueError(f"geometry.indices has shape {tuple(idx.shape)} for a batch of {n}")
+        return idx, geometry.window.cpu(), geometry.flip.cpu()
+
+    def _arm(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
+        """Catch the feature map of the training forward that follows this unmixed batch."""
+        if self._hooked is None or self._hooked[0] is not model:
+            if self._hooked is not None:
+                self._hooked[1].remove()
+            fm = feature_module(model, self.head(model), images[:1])
+            if fm is None:
+                raise ValueError(f"cannot find the module of {type(model).__name__} whose output is the CAM feature map, "
+                                 f"so unmixed batches cannot refresh the CAM cache; use prob=1 or a model whose "
+                                 f"feature map is a submodule's output")
+            self._hooked = (model, fm.register_forward_hook(self._catch))
+        idx, win, flip = self._geometry(geometry, len(images))
+        self._armed = (model, len(images), labels.to(images.device, torch.int64), idx, win, flip, self.epoch)
+
+    def _catch(self, module, inputs, feats) -> None:
+        armed, self._armed = self._armed, None  # one shot
+        if armed is None:
+            return
+        model, n, labels, idx, win, flip, epoch = armed
+        if not model.training or not isinstance(feats, torch.Tensor) or feats.shape[0] != n:
+            return  # not the training forward of the armed batch
+        with torch.no_grad():
+            cam = cams_from_features(self.head(model).classifier, feats, labels)
+        if bool(torch.isfinite(cam).all()):
+            self.cache.store(idx, cam, win, flip, epoch)
+            self.cache_stats["free"] += n
+
+    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
+              geometry=None) -> MixedBatch:
         n, _, h, w = images.shape
         dev = images.device
         y = labels.to(dev, torch.int64)
         perm = params.perm.to(dev)
         live = (box_area(params.src_box) > 0) & (box_area(params.dst_box) > 0)
+        self._armed = None
         if not params.mix or not bool(live.any()):
+            if self.cache is not None and model is not None and geometry is not None and model.training:
+                self._arm(model, images, y, geometry)
             return self.unmixed(images, labels, y_b=y[perm])
         if model is None:
             raise ValueError("SnapMix needs the model (its CAMs give the label weights): call it with model=...")
-        cam = self.cams(images, y, model)
+        cam = self.cams(images, y, model, geometry)
         # masses of the partner's SPM are read from the partner's CAM: no second pass
         cams_ab = torch.stack([cam, cam[perm]], dim=1).reshape(2 * n, *cam.shape[1:])
         boxes_ab = torch.stack([params.dst_box, params.src_box], dim=1).reshape(2 * n, 1, 4)
