@@ -30,7 +30,15 @@ import torch.nn as nn
 
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
 from dali_snapmix.mix import METHODS, CAMCache, build_mix, mixed_cross_entropy
-from dali_snapmix.models import MidLevel, build_model, classifier_of, input_normalisation, load_pretrained, mid_layer
+from dali_snapmix.models import (
+    SHIPS_WEIGHTS,
+    MidLevel,
+    build_model,
+    classifier_of,
+    input_normalisation,
+    load_pretrained,
+    mid_layer,
+)
 
 
 @dataclass
@@ -52,7 +60,7 @@ class Config:
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
-    lr_pretrained: float = 0.001  # learning rate of pretrained layers (with --pretrained)
+    lr_pretrained: float = 0.001  # learning rate of pretrained layers (--pretrained, efficientnet_lite0_imagenet)
     lr_steps: str = "80,150,180"  # epochs at which the learning rate is multiplied by lr_gamma
     lr_gamma: float = 0.1  # step factor
     momentum: float = 0.9  # SGD Nesterov momentum
@@ -323,13 +331,15 @@ def train(cfg: Config) -> dict:
     if cfg.channels_last and tdev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
-    # two learning rates with --pretrained: new layers (classifier, branch) get lr
+    # two learning rates for a pretrained body (--pretrained, or a model that ships its
+    # weights): new layers (classifier, branch) get lr, the body lr_pretrained
+    pretrained_body = bool(cfg.pretrained) or cfg.model in SHIPS_WEIGHTS
     new = {id(p) for p in classifier_of(backbone).parameters()}
     if cfg.midlevel:
         new |= {id(p) for n, p in model.named_parameters() if not n.startswith("backbone.")}
     params = list(model.parameters())
     groups = [{"params": [p for p in params if id(p) in new], "lr": cfg.lr},
-              {"params": [p for p in params if id(p) not in new], "lr": cfg.lr_pretrained if cfg.pretrained else cfg.lr}]
+              {"params": [p for p in params if id(p) not in new], "lr": cfg.lr_pretrained if pretrained_body else cfg.lr}]
     opt = torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_gamma)

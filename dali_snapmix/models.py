@@ -7,7 +7,7 @@ from torch import nn
 
 from .data.spec import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
+__all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
            "input_normalisation", "load_pretrained", "mid_layer"]
 
 
@@ -39,6 +39,7 @@ class SmallCNN(nn.Module):
 
 
 TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "densenet121", "inception_v3")
+SHIPS_WEIGHTS = ("efficientnet_lite0_imagenet",)  # built pretrained from an installed file
 
 
 def build_model(name: str, *, num_classes: int) -> nn.Module:
