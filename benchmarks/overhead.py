@@ -17,7 +17,12 @@ since mixing works in place; the copy is in every variant). Variants:
   snapmix-reference                          SnapMix as the authors' release computes it: Python
                                              per batch, a conv over all classes, full-resolution
                                              upsampling then masked sums, interpolate + slice paste
-Warm-up, then rounds in alternating order, medians over the rounds. CUDA events on a GPU.
+Warm-up, then rounds in alternating order. Overhead = the median over rounds of each
+round's step time / that round's baseline step - 1 (paired: drift cancels), with its
+interquartile range. The time inside each augmentation and inside its CAM forward is
+timed too: what SnapMix does beyond the forward, as a share of a baseline step, is the
+steady figure for the "exact SnapMix at most 2 points above the floor" target. CUDA
+events on a GPU.
 """
 
 from __future__ import annotations
@@ -104,20 +109,37 @@ def main(argv=None) -> dict:
         return SimpleNamespace(indices=torch.arange(a.batch), window=win, flip=torch.from_numpy(geo_rng.random(a.batch) < 0.5))
     ref_rng = np.random.default_rng(a.seed)
     aug_time: dict[str, list[float]] = {}
+    cam_time: dict[str, list[float]] = {}  # the CAM forward inside the augmentation (floor: its forward)
+    cam_now = [0.0]
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
+    def timing_cams(fn):
+        def run(*args, **kw):
+            sync()
+            t = time.perf_counter()
+            out = fn(*args, **kw)
+            sync()
+            cam_now[0] += time.perf_counter() - t
+            return out
+        return run
+
+    for m in ("snapmix", "snapmix-lowres", "snapmix-cached"):
+        mixers[m].exact_cams = timing_cams(mixers[m].exact_cams)
+    floor_forward = timing_cams(lambda x: head.features(x))
+
     def step(name: str) -> None:
         x = batch.clone()
         sync()
+        cam_now[0] = 0.0
         t = time.perf_counter()
         if name == "snapmix-reference":
             target = reference_snapmix(x, labels, model, head, ref_rng)
         elif name == "floor":
             with torch.no_grad():
-                head.features(x)
+                floor_forward(x)
             target = mixers["baseline"](x, labels)
         elif name == "snapmix-cached":
             target = mixers[name](x, labels, model=model, geometry=geometry())
@@ -125,6 +147,7 @@ def main(argv=None) -> dict:
             target = mixers[name](x, labels, model=model)
         sync()
         aug_time.setdefault(name, []).append(time.perf_counter() - t)
+        cam_time.setdefault(name, []).append(cam_now[0])
         loss = mixed_cross_entropy(model(target.images), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,13 +171,22 @@ def main(argv=None) -> dict:
         for n in names:
             step(n)
     aug_time.clear()
+    cam_time.clear()
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.repeats):
         for n in (names if r % 2 else names[::-1]):
             times[n].append(timed(n))
     med = {n: statistics.median(v) for n, v in times.items()}
     aug = {n: statistics.median(v) for n, v in aug_time.items()}
-    over = {n: med[n] / med["baseline"] - 1 for n in names}
+    cam = {n: statistics.median(v) for n, v in cam_time.items()}
+    # overhead from each round's own baseline step (paired): slow drift of the machine's
+    # speed cancels; the spread of the paired ratios says how far to trust the figure
+    paired = {n: [t / b - 1 for t, b in zip(times[n], times["baseline"])] for n in names}
+    over = {n: statistics.median(v) for n, v in paired.items()}
+    spread = {n: np.percentile(v, [25, 75]) for n, v in paired.items()}
+    # what the augmentation costs beyond its CAM forward, as a share of a baseline step:
+    # timed directly, so far steadier than differences of whole steps
+    beyond = {n: (aug[n] - cam[n]) / med["baseline"] for n in names if n != "snapmix-reference"}
     k = a.refresh_every  # one exact epoch per k: the first epoch of every cycle
     amortised = (over["snapmix"] + (k - 1) * over["snapmix-cached"]) / k
     stats = mixers["snapmix-cached"].cache_stats
@@ -164,10 +196,13 @@ def main(argv=None) -> dict:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads; python {platform.python_version()}, "
           f"torch {torch.__version__}; device {dev}")
     print(f"{a.model}, {a.crop}x{a.crop}, batch {a.batch}, {a.classes} classes, {a.repeats} interleaved rounds, medians")
-    print("| method | median step ms | overhead | inside the augmentation ms |")
-    print("|---|---|---|---|")
+    print("| method | median step ms | overhead (paired median) | interquartile range | inside the augmentation ms "
+          "| of which CAM forward ms | rest, % of a baseline step |")
+    print("|---|---|---|---|---|---|---|")
     for n in names:
-        print(f"| {n} | {med[n] * 1e3:.1f} | {over[n]:+.1%} | {aug[n] * 1e3:.1f} |")
+        rest = f"{beyond[n]:.2%}" if n in beyond else "n/a"
+        print(f"| {n} | {med[n] * 1e3:.1f} | {over[n]:+.1%} | {spread[n][0]:+.1%} .. {spread[n][1]:+.1%} | "
+              f"{aug[n] * 1e3:.1f} | {cam[n] * 1e3:.1f} | {rest} |")
     cache = mixers["snapmix-cached"].cache
     print(f"snapmix-cached amortised over a run refreshing every {k} epochs: {amortised:+.1%}; "
           f"cache {cache.nbytes / a.batch:.0f} B per sample ({tuple(cache.cam.shape[1:])} maps)")
@@ -188,10 +223,14 @@ def main(argv=None) -> dict:
         fig.tight_layout()
         fig.savefig(a.plot, dpi=100)
         plt.close(fig)
+    print(f"timed parts, as a share of a baseline step: exact SnapMix beyond its CAM forward {beyond['snapmix']:.2%}; "
+          f"low-res augmentation {aug['snapmix-lowres'] / med['baseline']:.1%}; "
+          f"cached augmentation {aug['snapmix-cached'] / med['baseline']:.2%}")
     gap = (over["snapmix"] - over["floor"]) * 100
     print(f"exact-floor {gap:+.1f} pts lowres {over['snapmix-lowres']:+.1%} cached {over['snapmix-cached']:+.1%} "
           f"(amortised {amortised:+.1%})")
-    return {"median_s": med, "overhead": over, "augmentation_s": aug, "cached_amortised": amortised}
+    return {"median_s": med, "overhead": over, "augmentation_s": aug, "cam_s": cam, "beyond_cam": beyond,
+            "cached_amortised": amortised}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     for name in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor", "snapmix-reference"):
         assert f"| {name} |" in out and res["median_s"][name] > 0
     assert res["overhead"]["baseline"] == 0.0
+    # the CAM forward is timed inside SnapMix and the floor, and nowhere else
+    assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
+    assert res["cam_s"]["snapmix"] <= res["augmentation_s"]["snapmix"]
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
