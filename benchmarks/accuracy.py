@@ -95,16 +95,23 @@ def dataset(protocol: str, a) -> Path:
     d = dict(PROTOCOLS[protocol]["data"])
     if a.per_class:
         d["per_class"] = a.per_class
+    if a.crop:
+        d["size"] = a.crop * 9 // 8
     try:
         return ensure_fashion_mnist(data_dir=a.data_dir, cache_dir=a.cache_dir, **d).root
     except ValueError as e:  # missing folder or bad files: the message says which and how to fix it
         raise SystemExit(f"accuracy benchmark: {e}") from None
 
 
+def overrides(a) -> dict:
+    o = {"epochs": a.epochs} if a.epochs else {}
+    if a.crop:
+        o.update(crop=a.crop, resize=a.crop * 9 // 8)
+    return o
+
+
 def run_one(protocol: str, method: str, seed: int, data: Path, a) -> dict:
-    opts = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **METHODS[method]}
-    if a.epochs:
-        opts["epochs"] = a.epochs
+    opts = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **METHODS[method], **overrides(a)}
     out = Path(a.out) / protocol / method / f"seed{seed}"
     cfg = Config(data=str(data), device=a.device, seed=seed, out=str(out), workers=2, **opts)
     if out.exists():  # a finished run is reused only if it was made with the same settings
@@ -186,6 +193,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=0, help="override the protocol's epochs (0: keep)")
     ap.add_argument("--per-class", type=int, default=0, help="training images per class (0: the protocol's)")
+    ap.add_argument("--crop", type=int, default=0, help="crop side; images are written and resized at 9/8 of it "
+                    "(0: the protocol's)")
     ap.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST idx files")
     ap.add_argument("--cache-dir", default=None, help="where the JPEG copies go (default: the package cache)")
     ap.add_argument("--device", default="auto", choices=["auto", "gpu", "cpu"])
@@ -207,9 +216,7 @@ def main(argv=None) -> dict:
     t_all = time.perf_counter()
     for protocol in protocols:
         data = dataset(protocol, a)
-        settings = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), "data": str(data)}
-        if a.epochs:
-            settings["epochs"] = a.epochs
+        settings = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **overrides(a), "data": str(data)}
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         t0 = time.perf_counter()
         for seed in range(seeds):
