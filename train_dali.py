@@ -69,7 +69,7 @@ class Config:
     resize_mode: str = "shorter"  # shorter | warp (Cars, Aircraft)
     crop: int = 448  # square crop side
     amp: str = "off"  # off | bf16 | fp16 (GPU only)
-    channels_last: bool = False  # channels_last memory format (GPU only)
+    channels_last: bool = False  # channels_last model and batches on the GPU (SnapMix's CAM pass uses it on the CPU anyway)
     eval_every: int = 1  # evaluate every N epochs (and after the last)
     workers: int = 2  # DALI threads / DataLoader workers
     seed: int = 0  # everything random derives from (seed, epoch, rank)
@@ -165,7 +165,7 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         cache = CAMCache(size=dataset_size, refresh_every=cfg.cam_cache_every, device=device) if cfg.cam_cache_every else None
         opts.update(semantics=cfg.snapmix_semantics, cam_resolution=cfg.cam_resolution, cache=cache,
                     autocast=cfg.amp != "off",
-                    channels_last=cfg.channels_last)
+                    channels_last=True if cfg.channels_last else None)
     try:
         return build_mix(cfg.mix, **opts) if cfg.mix != "baseline" else build_mix("baseline", num_classes=num_classes)
     except ValueError as e:

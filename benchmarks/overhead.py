@@ -5,19 +5,25 @@ step time with the augmentation / step time without it - 1.
     python benchmarks/overhead.py --model resnet50 --crop 448
 
 The loader is excluded: every step starts from the same pre-loaded batch (a copy of it,
-since mixing works in place; the copy is in every variant). Variants:
+since mixing works in place; the copy is in every variant). Every method mixes on every
+step (prob 1): the figures are the cost of a mixing step; at a switch probability p a
+run pays p times the overhead. Variants:
   baseline, mixup, cutmix, cutout, snapmix   our methods (SnapMix exact, released semantics)
   snapmix-lowres                             SnapMix with the CAM pass on a half-size copy
   snapmix-cached                             SnapMix with cached CAMs re-projected into each
                                              step's crops (new random windows and flips every
                                              step), no refresh; the amortised figure adds one
                                              exact epoch per --refresh-every epochs
-  floor                                      a baseline step + one bare no-grad backbone forward:
+  baseline-again                             the baseline step once more under another name: an
+                                             A/A control, whose "overhead" is the timing's own
+                                             resolution on this machine
+  floor                                      a baseline step + one bare no-grad backbone forward
+                                             (input laid out as SnapMix's CAM pass lays it out):
                                              the CAM pass alone, the least exact SnapMix can cost
   snapmix-reference                          SnapMix as the authors' release computes it: Python
                                              per batch, a conv over all classes, full-resolution
                                              upsampling then masked sums, interpolate + slice paste
-Warm-up, then rounds in alternating order. Overhead = the median over rounds of each
+Warm-up, then rounds, each in a fresh random order. Overhead = the median over rounds of each
 round's step time / that round's baseline step - 1 (paired: drift cancels), with its
 interquartile range. The time inside each augmentation and inside its CAM forward is
 timed too: what SnapMix does beyond the forward, as a share of a baseline step, is the
@@ -95,10 +101,15 @@ def main(argv=None) -> dict:
     g = torch.Generator().manual_seed(a.seed)
     batch = torch.randn(a.batch, 3, a.crop, a.crop, generator=g).to(dev)
     labels = torch.randint(0, a.classes, (a.batch,), generator=g).to(dev)
-    mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed) for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix")}
-    mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, cam_resolution=0.5)
+    # prob 1 for every method: each step pays for a real mix (the papers' prob 0.5 for Mixup
+    # and CutOut would make the median a coin toss between mixed and clean steps, and could
+    # leave a kernel uncompiled after the warm-up)
+    mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}))
+              for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix")}
+    mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
+    mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5)
     # the cache holds the batch's maps after the warm-up; never stale here (per-step cost)
-    mixers["snapmix-cached"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed,
+    mixers["snapmix-cached"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0,
                                          cache=CAMCache(size=a.batch, refresh_every=1 << 30, device=dev))
     geo_rng = np.random.default_rng(a.seed)
 
@@ -128,7 +139,8 @@ def main(argv=None) -> dict:
 
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached"):
         mixers[m].exact_cams = timing_cams(mixers[m].exact_cams)
-    floor_forward = timing_cams(lambda x: head.features(x))
+    # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
+    floor_forward = timing_cams(lambda x: head.features(mixers["snapmix"].cam_input(x)))
 
     def step(name: str) -> None:
         x = batch.clone()
@@ -165,7 +177,7 @@ def main(argv=None) -> dict:
         step(name)
         return time.perf_counter() - t
 
-    names = ["baseline", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor",
+    names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor",
              "snapmix-reference"]
     for _ in range(a.warmup):
         for n in names:
@@ -173,9 +185,17 @@ def main(argv=None) -> dict:
     aug_time.clear()
     cam_time.clear()
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(a.repeats):
-        for n in (names if r % 2 else names[::-1]):
+    # a fresh shuffled order each round: every variant follows a random predecessor, and
+    # none runs twice in a row (a repeated step finds warm caches and allocator state,
+    # which alternating forward/reverse orders gave the variants at both ends)
+    order_rng, last = np.random.default_rng(a.seed), None
+    for _ in range(a.repeats):
+        order = [str(n) for n in order_rng.permutation(names)]
+        if order[0] == last:
+            order.append(order.pop(0))
+        for n in order:
             times[n].append(timed(n))
+        last = order[-1]
     med = {n: statistics.median(v) for n, v in times.items()}
     aug = {n: statistics.median(v) for n, v in aug_time.items()}
     cam = {n: statistics.median(v) for n, v in cam_time.items()}

@@ -11,7 +11,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
                     "--warmup", "1", "--plot", str(tmp_path / "o.png")])
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
-    for name in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor", "snapmix-reference"):
+    for name in ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor", "snapmix-reference"):
         assert f"| {name} |" in out and res["median_s"][name] > 0
     assert res["overhead"]["baseline"] == 0.0
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else

@@ -155,6 +155,32 @@ def test_snapmix_low_resolution_mode(rng):
         SnapMix(cam_resolution=0)
 
 
+@pytest.mark.parametrize("cam_resolution", [1.0, 0.5])
+def test_snapmix_cam_pass_layout(rng, cam_resolution):
+    """On the CPU the CAM pass feeds channels_last input by default (faster with oneDNN);
+    False keeps NCHW; both match the NCHW transcription; no autograd graph either way."""
+    x, y = batch(rng, n=5, size=48, classes=3)
+    m = model(3)
+    seen = []
+    first_conv = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
+    first_conv.register_forward_pre_hook(lambda _mod, args: seen.append((args[0].is_contiguous(
+        memory_format=torch.channels_last) and not args[0].is_contiguous(), torch.is_grad_enabled())))
+    p = SnapMix(seed=0).sample(x, y)
+    p = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
+    small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
+    want = released_snapmix(copy.deepcopy(m), x, y, p, cam_images=small if cam_resolution < 1 else None)
+    for layout, expect in ((None, True), (True, True), (False, False)):
+        seen.clear()
+        sm = SnapMix(cam_resolution=cam_resolution, channels_last=layout)
+        got = sm.apply(x.clone(), y, p, model=copy.deepcopy(m))  # deepcopy keeps the hook
+        assert seen == [(expect, False)], (layout, seen)  # and no autograd graph is recorded
+        assert_close(got.images, want[0])
+        assert_close(got.w_a, want[3])
+        assert_close(got.w_b, want[4])
+    with pytest.raises(ValueError, match="channels_last must be None, True or False, got 'yes'"):
+        SnapMix(channels_last="yes")
+
+
 def test_snapmix_same_label_nan_fallback_and_self_pairs(rng):
     x, y = batch(rng, n=6, classes=3)
     y = torch.tensor([0, 0, 1, 1, 1, 2])

@@ -84,7 +84,7 @@ class SnapMix(MixMethod):
         cam_resolution: float = 1.0,
         cache: CAMCache | None = None,
         autocast: bool = False,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         num_classes: int | None = None,
         seed: int | None = None,
     ) -> None:
@@ -108,7 +108,9 @@ class SnapMix(MixMethod):
         self._armed: tuple | None = None  # a clean batch whose training forward refreshes the cache
         self._hooked: tuple[nn.Module, object] | None = None
         self.cache_stats = {"exact": 0, "cached": 0, "free": 0}  # samples, for logs and benchmarks
-        self.cam_head, self.autocast, self.channels_last = cam_head, bool(autocast), bool(channels_last)
+        if channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be None, True or False, got {channels_last!r}")
+        self.cam_head, self.autocast, self.channels_last = cam_head, bool(autocast), channels_last
         self._found: tuple[nn.Module, CAMHead] | None = None
         self.last_cam: torch.Tensor | None = None
         self.name = "snapmix"
@@ -139,6 +141,19 @@ class SnapMix(MixMethod):
             self._found = (model, CAMHead.of(model))
         return self._found[1]
 
+    def cam_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch as the CAM pass sees it: downscaled in the low-resolution mode, and
+        channels_last where that is the faster layout. On the CPU (oneDNN) a no-grad
+        forward of an NCHW model takes channels_last input 1.3-1.5x faster (ResNet-18/50,
+        EfficientNet-Lite0, the built-in CNN; CAMs equal to 4e-6 relative), so
+        ``channels_last=None`` uses it there; on CUDA only when asked (not measured here)."""
+        x = images
+        if self.cam_resolution < 1.0:  # low-resolution mode: same field of view, fewer pixels
+            x = F.interpolate(x, scale_factor=self.cam_resolution, mode="bilinear", align_corners=False,
+                              antialias=True, recompute_scale_factor=False)
+        last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        return x.contiguous(memory_format=torch.channels_last) if last else x
+
     @torch.no_grad()
     def exact_cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """The CAM pass on the clean batch (before any paste)."""
@@ -147,11 +162,7 @@ class SnapMix(MixMethod):
         if self.cam_mode == "eval":
             model.eval()
         try:
-            x = images
-            if self.cam_resolution < 1.0:  # low-resolution mode: same field of view, fewer pixels
-                x = F.interpolate(x, scale_factor=self.cam_resolution, mode="bilinear", align_corners=False,
-                                  antialias=True, recompute_scale_factor=False)
-            x = x.to(memory_format=torch.channels_last) if self.channels_last and x.is_cuda else x
+            x = self.cam_input(images)
             ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and images.is_cuda else nullcontext()
             with ctx, nvtx_range(f"{self.name}/cam"):
                 return class_activation_maps(head, x, labels)
