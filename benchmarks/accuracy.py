@@ -96,7 +96,7 @@ def dataset(protocol: str, a) -> Path:
     if a.per_class:
         d["per_class"] = a.per_class
     if a.crop:
-        d["size"] = a.crop * 9 // 8
+        d["size"] = overrides(a)["resize"]
     try:
         return ensure_fashion_mnist(data_dir=a.data_dir, cache_dir=a.cache_dir, **d).root
     except ValueError as e:  # missing folder or bad files: the message says which and how to fix it

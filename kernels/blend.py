@@ -75,20 +75,33 @@ def _compiled(target: str, dtype: str):
     return build(target, python_kernels(target, dtype)[0])
 
 
-def cycles(perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(order, starts): the cycles of a permutation, each walked i -> perm[i]."""
-    p = perm.tolist()
-    seen = [False] * len(p)
-    order, starts = [], [0]
-    for i in range(len(p)):
+def cycles_into(perm, order, cstart):
+    """The cycles of ``perm`` into ``order`` / ``cstart``; returns their count. Plain
+    Python over arrays: ``cycles`` runs it as is, the CPU paste compiles it."""
+    n = perm.shape[0]
+    seen = np.zeros(n, np.bool_)
+    k = 0
+    q = 0
+    cstart[0] = 0
+    for i in range(n):
         j = i
         while not seen[j]:
             seen[j] = True
-            order.append(j)
-            j = p[j]
-        if len(order) > starts[-1]:
-            starts.append(len(order))
-    return torch.tensor(order, dtype=torch.int64), torch.tensor(starts, dtype=torch.int64)
+            order[k] = j
+            k += 1
+            j = perm[j]
+        if k > cstart[q]:
+            q += 1
+            cstart[q] = k
+    return q
+
+
+def cycles(perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, starts): the cycles of a permutation, each walked i -> perm[i]."""
+    n = len(perm)
+    order, starts = np.empty(n, np.int64), np.empty(n + 1, np.int64)
+    q = cycles_into(perm.numpy(), order, starts)
+    return torch.from_numpy(order), torch.from_numpy(starts[:q + 1])
 
 
 # ---------------------------------------------------------------- backends

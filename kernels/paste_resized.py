@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from . import _dispatch as D
 from ._math import locate, src_coord
 from ._target import Target, build, nvtx_range, rebind
+from .blend import cycles_into
 
 __all__ = ["paste_resized", "paste_resized_reference"]
 
@@ -154,26 +155,6 @@ def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff,
                             xi0, xi1, xl, xoff[i], dw, tmp, align)
 
 
-def cycles_into(perm, order, cstart):
-    """The cycles of ``perm`` (as ``blend.cycles``) into ``order`` / ``cstart``; returns their count."""
-    n = perm.shape[0]
-    seen = np.zeros(n, np.bool_)
-    k = 0
-    q = 0
-    cstart[0] = 0
-    for i in range(n):
-        j = i
-        while not seen[j]:
-            seen[j] = True
-            order[k] = j
-            k += 1
-            j = perm[j]
-        if k > cstart[q]:
-            q += 1
-            cstart[q] = k
-    return q
-
-
 def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align):
     """The whole CPU paste in one call: column coefficients, cycles, the saved patches,
     then the rows (a Python driver of small tensor ops cost ~0.4 ms a call here)."""
@@ -247,11 +228,8 @@ def python_kernels(target: str, dtype: str):
 
         lp = tg.device(lerp, inline=True)
         row = tg.device(resample_rows_cpu, src_coord=coord, lerp=lp, load=el["load"], store=el["store"], inline=True)
-        import numba
-
         # the patch saved aside keeps the images' own dtype (raw copy)
-        paste = numba.njit(parallel=True, error_model="numpy")(
-            rebind(_cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True)))
+        paste = build("cpu", _cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True))
         return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste)}
     from numba import cuda
 
