@@ -64,13 +64,13 @@ def test_dali_matches_torchvision_fallback(src):
 
 
 def test_antialias_is_skipped_only_when_it_cannot_change_pixels(src, monkeypatch):
-    """The loader turns DALI's antialias off when no image is downscaled (a speed-up);
-    upscaling must then give bit-identical images to the antialiased path."""
+    """With DALI's resize (the GPU graph's op), the loader turns antialias off when no
+    image is downscaled (a speed-up); upscaling must then give bit-identical images."""
     up = TransformSpec(resize=200, crop=96)  # 120x160 sources: every image grows
     assert DALILoader(src, batch_size=8, train=True, spec=SPEC, device="cpu")._downscales()
-    auto = DALILoader(src, batch_size=8, train=True, spec=up, device="cpu", seed=5)
+    auto = DALILoader(src, batch_size=8, train=True, spec=up, device="cpu", seed=5, cpu_resize="dali")
     assert not auto._downscales()
-    forced = DALILoader(src, batch_size=8, train=True, spec=up, device="cpu", seed=5)
+    forced = DALILoader(src, batch_size=8, train=True, spec=up, device="cpu", seed=5, cpu_resize="dali")
     monkeypatch.setattr(forced, "_downscales", lambda: True)
     for a, b in zip(auto, forced):
         assert torch.equal(a.images, b.images)
