@@ -99,47 +99,53 @@ def upsampled_min(cams, base, ey, my, ex, mx, w):
     return mn
 
 
-def mass_item(q, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    """SPM mass of sample q // K inside box q."""
-    y0 = boxes[4 * q]
-    y1 = boxes[4 * q + 1]
-    x0 = boxes[4 * q + 2]
-    x1 = boxes[4 * q + 3]
-    if y1 <= y0 or x1 <= x0:  # an empty sum, even of a NaN map
-        out[q] = 0.0
-        return
-    base = (q // K) * h * w
+def sample_masses(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
+    """SPM masses of sample n inside its K boxes: the map's minimum and total once, then
+    one weighted sum per box."""
+    base = n * h * w
     lo = np.float64(cams[base])
     hi = lo
     for k in range(h * w):
         v = np.float64(cams[base + k])
         lo = min(lo, v)
         hi = max(hi, v)
-    if lo == hi or lo != lo or hi != hi:  # constant map (or NaN in it): 0 / 0 in the reference
-        out[q] = math.nan
-        return
-    mn = upsampled_min(cams, base, ey, my, ex, mx, w)
-    total = weighted_sum(cams, base, py, 0, H, px, 0, W, h, w) - mn * H * W
-    inside = weighted_sum(cams, base, py, y0, y1, px, x0, x1, h, w) - mn * (y1 - y0) * (x1 - x0)
-    out[q] = inside / total
+    constant = lo == hi or lo != lo or hi != hi  # constant map (or NaN in it): 0 / 0 in the reference
+    mn = 0.0
+    total = 0.0
+    if not constant:
+        mn = upsampled_min(cams, base, ey, my, ex, mx, w)
+        total = weighted_sum(cams, base, py, 0, H, px, 0, W, h, w) - mn * H * W
+    for k in range(K):
+        q = n * K + k
+        y0 = boxes[4 * q]
+        y1 = boxes[4 * q + 1]
+        x0 = boxes[4 * q + 2]
+        x1 = boxes[4 * q + 3]
+        if y1 <= y0 or x1 <= x0:  # an empty sum, even of a NaN map
+            out[q] = 0.0
+        elif constant:
+            out[q] = math.nan
+        else:
+            inside = weighted_sum(cams, base, py, y0, y1, px, x0, x1, h, w) - mn * (y1 - y0) * (x1 - x0)
+            out[q] = inside / total
 
 
 # ---------------------------------------------------------------- drivers
 
 
 def _cpu_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    for q in prange(out.shape[0]):
-        item(q, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+    for n in prange(out.shape[0] // K):
+        item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
 
 
 def _cuda_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    for q in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-        item(q, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+    for n in range(cuda.grid(1), out.shape[0] // K, cuda.gridsize(1)):
+        item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
 
 
 def python_kernels(target: str):
     tg = Target(target)
-    item = tg.device(mass_item, upsampled_min=tg.device(upsampled_min), weighted_sum=tg.device(weighted_sum))
+    item = tg.device(sample_masses, upsampled_min=tg.device(upsampled_min), weighted_sum=tg.device(weighted_sum))
     if target == "cpu":
         from numba import prange
 
@@ -157,25 +163,28 @@ def _compiled(target: str):
 # ---------------------------------------------------------------- backends
 
 
+@functools.cache
+def _table_args(h: int, w: int, H: int, W: int, device: str, backend: str) -> tuple:
+    """The kernel's table arguments, flattened once per shape (a per-call flattening of
+    six tensors was a third of a call's time)."""
+    py, ey = axis_tables(h, H, device)
+    px, ex = axis_tables(w, W, device)
+    return (D.flat(py, backend), D.flat(px, backend), D.flat(ey, backend), ey.shape[0], D.flat(ex, backend),
+            ex.shape[0])
+
+
 def _numba(backend: str):
     def run(cams, boxes, *, image_size):
         B, h, w = cams.shape
         K = boxes.shape[1]
         H, W = image_size
         dev = cams.device
-        py, ey = axis_tables(h, H, str(dev))
-        px, ex = axis_tables(w, W, str(dev))
         out = torch.empty(B * K, dtype=torch.float64, device=dev)
-        args = (
-            D.flat(cams, backend),
-            D.flat(D.on(boxes.reshape(-1), dev), backend),
-            *(D.flat(t, backend) for t in (out, py, px, ey)),
-            ey.shape[0],
-            D.flat(ex, backend),
-            ex.shape[0],
-            K, h, w, H, W,
-        )
-        D.launch(backend, _compiled(backend), B * K, *args)
+        if K == 0:  # the kernels loop over samples, B * K // K of them
+            return out.view(B, K)
+        args = (D.flat(cams, backend), D.flat(D.on(boxes.reshape(-1), dev), backend), D.flat(out, backend),
+                *_table_args(h, w, H, W, str(dev), backend), K, h, w, H, W)
+        D.launch(backend, _compiled(backend), B, *args)
         return out.view(B, K)
 
     return run

@@ -138,8 +138,9 @@ def test_spm_box_mass_matches_materialised_map(g, h, w, H, W):
     assert ((got[ok] - want[ok]).abs() <= 1e-5 * want[ok].abs() + 1e-12).all(), SEED
     if h > 1 or w > 1:
         assert got[0, 0] == pytest.approx(1.0, abs=1e-12)
-    # (N, 4) boxes give (N,)
+    # (N, 4) boxes give (N,); no boxes give (N, 0)
     assert torch.equal(spm_box_mass(cams, boxes[:, 0], image_size=(H, W)).nan_to_num(), got[:, 0].nan_to_num())
+    assert spm_box_mass(cams, boxes[:, :0], image_size=(H, W)).shape == (B, 0)
 
 
 def test_spm_box_mass_minimum_is_the_upsampled_one():
