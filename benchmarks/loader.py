@@ -6,8 +6,9 @@ Both sides get the same number of worker threads. "torchvision" is the DataLoade
 most people run (ImageFolder, Resize, RandomCrop, RandomHorizontalFlip, ToTensor,
 Normalize, persistent workers); "fallback" is our PyTorch loader driven by the same
 epoch plan as DALI; "dali-ops" is the DALI loader with DALI's own resize and
-crop_mirror_normalize on the CPU (the GPU graph's ops) instead of the fused Numba pass. Rounds are interleaved; each round times a fixed number of
-batches after a warm-up; medians are reported and the DALI/torchvision ratio is last.
+crop_mirror_normalize on the CPU (the GPU graph's ops) instead of the fused Numba
+pass. Rounds are interleaved; each round times a fixed number of batches after a
+warm-up; medians are reported and the DALI/torchvision ratio is last.
 """
 
 from __future__ import annotations

@@ -121,9 +121,9 @@ class DALILoader(_PlannedLoader):
     with a sub-pixel ROI), which is what makes it fast on the CPU.
 
     On the CPU, ``cpu_resize="fused"`` (default) runs the resize, flip and normalise as
-    one Numba pass (the loader runs 2.6x faster than with DALI's ops), equal to them up to one 8-bit
-    rounding level on rare ties; ``"dali"`` runs DALI's ``resize`` +
-    ``crop_mirror_normalize``, the ops of the GPU graph. The GPU ignores it.
+    one Numba pass (the loader runs 2.6x faster than with DALI's ops), equal to DALI's
+    ops up to one 8-bit rounding level on rare ties; ``"dali"`` runs DALI's ``resize``
+    + ``crop_mirror_normalize``, the ops of the GPU graph. The GPU ignores it.
 
     The tensors of a batch alias DALI's output buffers (zero-copy): they stay valid
     until the next batch is requested. Pass ``copy=True``, or ``.clone()`` what you
