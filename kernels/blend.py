@@ -7,7 +7,9 @@ SmoothMix):
 In place although every output reads another sample: the permutation is split into
 cycles i0 -> perm[i0] -> ...; walking a cycle in that order, each sample's partner is
 still unwritten except at the cycle's end, whose partner (the cycle's first sample) is
-kept in a register. Every pixel is read once and written once; no scratch buffer.
+kept aside: in a register on CUDA (a thread per pixel), in a 256-pixel buffer on the
+CPU, which walks the cycles chunk by chunk so its loops vectorise (~10x faster than a
+pixel at a time). Every pixel is read once and written once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ __all__ = ["blend", "blend_reference", "mask_blend", "mask_blend_reference"]
 # ---------------------------------------------------------------- the math, once
 
 
+CHUNK = 256  # CPU: pixels of one plane blended together, so each loop vectorises
+
+
+def mix(m, a, b):
+    return m * a + (np.float32(1.0) - m) * b
+
+
 def mix_pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel):
     """Blend pixel ``p`` (an offset inside one image of N values) of every sample."""
     wp = p % HW if per_pixel else 0
@@ -40,16 +49,40 @@ def mix_pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel):
             nxt = first
             if r + 1 < e:
                 nxt = load(x, order[r + 1] * N + p)
-            m = np.float32(wts[i * ws + wp])
-            store(x, i * N + p, m * cur + (np.float32(1.0) - m) * nxt)
+            store(x, i * N + p, mix(np.float32(wts[i * ws + wp]), cur, nxt))
             cur = nxt
 
 
+def mix_chunk_cpu(p0, n, x, wts, order, cstart, ncyc, N, HW, per_pixel, first):
+    """Pixels [p0, p0 + n) of every sample (inside one plane), a cycle at a time as
+    whole-chunk loops: the same walk as :func:`mix_pixel`, the cycle's first chunk
+    kept in ``first`` instead of a register."""
+    wp = p0 % HW
+    for q in range(ncyc):
+        s = cstart[q]
+        e = cstart[q + 1]
+        head = x[order[s] * N + p0:order[s] * N + p0 + n]
+        for t in range(n):
+            first[t] = load(head, t)
+        for r in range(s, e):
+            i = order[r]
+            xi = x[i * N + p0:i * N + p0 + n]
+            w = wts[i * HW + wp:i * HW + wp + n] if per_pixel else wts[i:i + 1]
+            if r + 1 < e:
+                nx = x[order[r + 1] * N + p0:order[r + 1] * N + p0 + n]
+                for t in range(n):
+                    store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), load(nx, t)))
+            else:
+                for t in range(n):
+                    store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), first[t]))
+
+
 def _cpu_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
-    rows = (N + 255) // 256
-    for r in prange(rows):
-        for p in range(r * 256, min(N, r * 256 + 256)):
-            pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel)
+    per_plane = (HW + CHUNK - 1) // CHUNK
+    for k in prange((N // HW) * per_plane):
+        p0 = (k // per_plane) * HW + (k % per_plane) * CHUNK
+        first = np.empty(CHUNK, np.float32)
+        chunk(p0, min(CHUNK, (k // per_plane + 1) * HW - p0), x, wts, order, cstart, ncyc, N, HW, per_pixel, first)
 
 
 def _cuda_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
@@ -60,13 +93,15 @@ def _cuda_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
 def python_kernels(target: str, dtype: str):
     tg = Target(target)
     el = tg.element(dtype)
-    px = tg.device(mix_pixel, load=el["load"], store=el["store"])
+    mx = tg.device(mix, inline=True)
     if target == "cpu":
         from numba import prange
 
-        return (rebind(_cpu_mix, prange=prange, pixel=px),)
+        ch = tg.device(mix_chunk_cpu, mix=mx, load=el["load"], store=el["store"], inline=True)
+        return (rebind(_cpu_mix, prange=prange, chunk=ch, CHUNK=CHUNK),)
     from numba import cuda
 
+    px = tg.device(mix_pixel, mix=mx, load=el["load"], store=el["store"])
     return (rebind(_cuda_mix, cuda=cuda, pixel=px),)
 
 

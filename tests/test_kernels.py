@@ -156,14 +156,15 @@ def test_spm_box_mass_minimum_is_the_upsampled_one():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("B", [1, 2, 7, 16])
-def test_blend_and_mask_blend(g, dtype, B):
-    x = torch.randn(B, 3, 11, 13, generator=g).to(dtype)
+@pytest.mark.parametrize("H,W", [(11, 13), (23, 29)])  # a plane inside one CPU chunk (256 px), and over three
+def test_blend_and_mask_blend(g, dtype, B, H, W):
+    x = torch.randn(B, 3, H, W, generator=g).to(dtype)
     for perm in (torch.randperm(B, generator=g), torch.arange(B), torch.roll(torch.arange(B), 1)):
         w = torch.rand(B, generator=g)
         want = w.double()[:, None, None, None] * x.double() + (1 - w.double())[:, None, None, None] * x.double()[perm]
         got = blend(x.clone(), perm=perm, weights=w, backend="cpu")
         assert (got.double() - want).abs().max() <= TOL[dtype]
-        m = torch.rand(B, 11, 13, generator=g)
+        m = torch.rand(B, H, W, generator=g)
         want = m.double()[:, None] * x.double() + (1 - m.double())[:, None] * x.double()[perm]
         got = mask_blend(x.clone(), perm=perm, masks=m, backend="cpu")
         assert (got.double() - want).abs().max() <= TOL[dtype]
