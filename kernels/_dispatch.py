@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 from collections.abc import Callable
 
 import numpy as np
@@ -59,37 +61,75 @@ def check_images(name: str, x, *, dtypes=(torch.float32, torch.float16)) -> None
         raise ValueError(f"{name} must be contiguous (NCHW, not channels_last or a strided view), got strides {x.stride()}")
 
 
-def check_perm(name: str, perm, n: int, *, permutation: bool) -> torch.Tensor:
-    """int64 CPU copy of ``perm``; every entry in [0, n) (and a permutation if asked)."""
-    if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name} must be an int64 tensor, got {getattr(perm, 'dtype', type(perm).__name__)}")
-    p = perm.detach().to("cpu", torch.int64)
+def _cpu_int64(name: str, t, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be an int64 tensor{what}, got {getattr(t, 'dtype', type(t).__name__)}")
+    if t.dtype == torch.int64 and t.device.type == "cpu" and not t.requires_grad:
+        return t  # the common case: no copy, no torch op (each costs ~10 us on a cold cache)
+    return t.detach().to("cpu", torch.int64)
+
+
+def check_perm(name: str, perm, n: int, *, permutation: bool, numpy: bool = False):
+    """int64 CPU ``perm``; every entry in [0, n) (and a permutation if asked).
+    ``numpy=True`` returns the numpy view the check made (a CPU kernel's argument:
+    each tensor -> numpy conversion costs ~35 us on a cold cache)."""
+    p = _cpu_int64(name, perm, "")
     if p.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(p.shape)}")
     a = p.numpy()
-    if n and (a.min() < 0 or a.max() >= n):
+    bad = _checks().perm_problem(a, n, permutation) if n else 0
+    if bad == 1:
         raise ValueError(f"{name} entries must be in [0, {n}), got {p.tolist()}")
-    if permutation and not np.array_equal(np.sort(a), np.arange(n)):
+    if bad == 2:
         raise ValueError(f"{name} must be a permutation of 0..{n - 1}, got {p.tolist()}")
-    return p
+    return a if numpy else p
 
 
-def check_boxes(name: str, boxes, n: int, h: int, w: int) -> torch.Tensor:
-    """int64 CPU copy of (n, 4) boxes (y0, y1, x0, x1), half-open, inside an h x w image."""
-    if not isinstance(boxes, torch.Tensor) or boxes.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name} must be an int64 tensor of (y0, y1, x0, x1), got {getattr(boxes, 'dtype', type(boxes).__name__)}")
-    b = boxes.detach().to("cpu", torch.int64)
+def check_boxes(name: str, boxes, n: int, h: int, w: int, *, numpy: bool = False):
+    """int64 CPU (n, 4) ``boxes`` (y0, y1, x0, x1), half-open, inside an h x w image
+    (``numpy=True``: as a numpy array, see :func:`check_perm`)."""
+    b = _cpu_int64(name, boxes, " of (y0, y1, x0, x1)")
     if b.shape != (n, 4):
         raise ValueError(f"{name} must have shape ({n}, 4), got {tuple(b.shape)}")
-    y0, y1, x0, x1 = b.numpy().T  # numpy: a few us per op on these tiny arrays, torch ~5
-    bad = (y0 < 0) | (y1 < y0) | (y1 > h) | (x0 < 0) | (x1 < x0) | (x1 > w)
-    if bad.any():
-        k = int(bad.nonzero()[0][0])
+    b = b.contiguous()
+    a = b.numpy()
+    k = _checks().first_bad_box(a.reshape(-1), h, w)
+    if k >= 0:
         raise ValueError(
             f"{name}[{k}] = {b[k].tolist()} is not a (y0, y1, x0, x1) box with 0 <= y0 <= y1 <= {h} "
             f"and 0 <= x0 <= x1 <= {w}"
         )
-    return b
+    return a if numpy else b
+
+
+@functools.cache
+def _checks():
+    """The argument checks as compiled loops: a dozen numpy and torch calls on these
+    tiny arrays cost 0.1 ms when the caches are cold (as after any torch op), one
+    compiled call a few us. Compiled on first use: importing needs no Numba."""
+    import numba
+
+    @numba.njit(cache=True)
+    def first_bad_box(b, h, w):
+        for k in range(b.shape[0] // 4):
+            y0, y1, x0, x1 = b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]
+            if y0 < 0 or y1 < y0 or y1 > h or x0 < 0 or x1 < x0 or x1 > w:
+                return k
+        return -1
+
+    @numba.njit(cache=True)
+    def perm_problem(p, n, permutation):
+        """0: fine; 1: an entry outside [0, n); 2: not a permutation."""
+        seen = np.zeros(n, np.bool_)
+        twice = False
+        for v in p:
+            if v < 0 or v >= n:
+                return 1
+            twice |= seen[v]
+            seen[v] = True
+        return 2 if permutation and twice else 0
+
+    return types.SimpleNamespace(first_bad_box=first_bad_box, perm_problem=perm_problem)
 
 
 def flat(t: torch.Tensor, backend: str):

@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _dispatch as D
+from . import _simd
 from ._math import locate, src_coord
+from ._simd import LANES as SIMD_LANES
+from ._simd import WINDOW
 from ._target import Target, build, nvtx_range, rebind
 from .blend import cycles_into
 
@@ -67,8 +70,8 @@ def resample_rows_cpu(src, sbase, sstride, splane, sh, sw, dh, yy, dst, dbase, d
     """Output row yy of all C planes in two passes: blend each plane's two source rows
     over the patch width into ``tmp`` (contiguous loops LLVM vectorises), then gather
     columns from it, the three planes of an RGB image in one pass over the columns so
-    they share the coefficient loads (~1.3 ns per output pixel per thread here, ~0.8 of
-    it the scalar gather)."""
+    they share the coefficient loads (:func:`gather3`). ``tmp`` holds ``C * sw +
+    WINDOW`` values: the vector gather may read past the last plane."""
     y0, y1, ly = src_coord(yy, sh, dh, align)
     for c in range(C):
         top = src[sbase + c * splane + y0 * sstride:sbase + c * splane + y0 * sstride + sw]  # slices: no wrap-around checks
@@ -80,24 +83,40 @@ def resample_rows_cpu(src, sbase, sstride, splane, sh, sw, dh, yy, dst, dbase, d
     a1 = xi1[xo:xo + dw]
     w = xl[xo:xo + dw]
     if C == 3:
-        o0 = dst[dbase:dbase + dw]
-        o1 = dst[dbase + dplane:dbase + dplane + dw]
-        o2 = dst[dbase + 2 * dplane:dbase + 2 * dplane + dw]
-        t0 = tmp[0:sw]
-        t1 = tmp[sw:2 * sw]
-        t2 = tmp[2 * sw:3 * sw]
-        for xx in range(dw):
-            i0 = np.uint64(a0[xx])  # unsigned: no negative-index wrap-around test per load
-            i1 = np.uint64(a1[xx])
-            store(o0, xx, lerp(t0[i0], t0[i1], w[xx]))
-            store(o1, xx, lerp(t1[i0], t1[i1], w[xx]))
-            store(o2, xx, lerp(t2[i0], t2[i1], w[xx]))
+        gather3(dst[dbase:dbase + dw], dst[dbase + dplane:dbase + dplane + dw],
+                dst[dbase + 2 * dplane:dbase + 2 * dplane + dw], tmp[0:sw], tmp[sw:2 * sw], tmp[2 * sw:3 * sw],
+                a0, a1, w, 0, dw)
         return
     for c in range(C):
         out = dst[dbase + c * dplane:dbase + c * dplane + dw]
         t = tmp[c * sw:(c + 1) * sw]
         for xx in range(dw):
             store(out, xx, lerp(t[a0[xx]], t[a1[xx]], w[xx]))
+
+
+def gather3(o0, o1, o2, t0, t1, t2, a0, a1, w, lo, hi):
+    """Output columns [lo, hi) of three planes from their blended rows, one at a time."""
+    for xx in range(lo, hi):
+        i0 = np.uint64(a0[xx])  # unsigned: no negative-index wrap-around test per load
+        i1 = np.uint64(a1[xx])
+        store(o0, xx, lerp(t0[i0], t0[i1], w[xx]))
+        store(o1, xx, lerp(t1[i0], t1[i1], w[xx]))
+        store(o2, xx, lerp(t2[i0], t2[i1], w[xx]))
+
+
+def gather3_simd(o0, o1, o2, t0, t1, t2, a0, a1, w, lo, hi):
+    """:func:`gather3`, 16 columns at a time by permutes (:mod:`._simd`) wherever
+    their taps span fewer than WINDOW source columns. Columns are monotonic, so the
+    taps of lanes k..k+15 lie in [a0[k], a1[k + 15]]."""
+    k = lo
+    while k + LANES <= hi:
+        b = a0[k]
+        if a1[k + LANES - 1] - b < WINDOW:
+            lerp3_perm16(o0, o1, o2, t0, t1, t2, b, a0, a1, w, k)
+        else:  # downscaled by more than ~2x here
+            gather3_scalar(o0, o1, o2, t0, t1, t2, a0, a1, w, k, k + LANES)
+        k += LANES
+    gather3_scalar(o0, o1, o2, t0, t1, t2, a0, a1, w, k, hi)
 
 
 def copy_rows_cpu(src, sbase, dst, dbase, n, x_start, x_step):
@@ -144,7 +163,7 @@ def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff,
                 continue
             nblk = min(dh, ROW_BLOCKS)
             for b in prange(nblk):
-                tmp = np.empty(C * sw, np.float32)  # blended source rows, reused by the block's rows
+                tmp = np.empty(C * sw + WINDOW, np.float32)  # blended source rows, reused by the block's rows
                 for yy in range(b * dh // nblk, (b + 1) * dh // nblk):
                     dbase = i * C * H * W + (dy0 + yy) * W + dx0
                     if k == cstart[q + 1] - 1:
@@ -165,8 +184,8 @@ def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align):
         area = (dst_box[4 * i + 1] - dst_box[4 * i]) * dw * (src_box[4 * i + 1] - src_box[4 * i]) * (
             src_box[4 * i + 3] - src_box[4 * i + 2])
         xoff[i + 1] = xoff[i] + (dw if area > 0 else 0)
-    xi0 = np.empty(xoff[nb], np.int64)
-    xi1 = np.empty(xoff[nb], np.int64)
+    xi0 = np.empty(xoff[nb], np.int32)  # int32: the vector gather's permute indices
+    xi1 = np.empty(xoff[nb], np.int32)
     xl = np.empty(xoff[nb], np.float32)
     for t in range(xoff[nb]):
         coef(t, xi0, xi1, xl, xoff, src_box, dst_box, nb, align)
@@ -215,9 +234,12 @@ def _cuda_scatter(images, scratch, dst_box, roff, eoff, nb, C, H, W):
         copy(scratch, eoff[i] + rr * dw, images, dst, dw, t % LANES, LANES)
 
 
-def python_kernels(target: str, dtype: str):
+def python_kernels(target: str, dtype: str, simd: bool = False):
     """The kernel bodies with their globals bound for ``target``, not yet compiled as
-    kernels (the PTX check compiles these)."""
+    kernels (the PTX check compiles these). ``simd``: the CPU row's vector gather
+    (float32 only)."""
+    if simd and (target != "cpu" or dtype != "float32"):
+        raise ValueError(f"simd=True needs target 'cpu' and float32, got {target!r}, {dtype!r}")
     tg = Target(target)
     el = tg.element(dtype)
     coord = tg.device(src_coord, FT=np.float32, inline=True)
@@ -227,7 +249,12 @@ def python_kernels(target: str, dtype: str):
         from numba import prange
 
         lp = tg.device(lerp, inline=True)
-        row = tg.device(resample_rows_cpu, src_coord=coord, lerp=lp, load=el["load"], store=el["store"], inline=True)
+        g3 = tg.device(gather3, lerp=lp, store=el["store"], inline=True)
+        if simd:
+            g3 = tg.device(gather3_simd, LANES=SIMD_LANES, lerp3_perm16=_simd.lerp3_perm16(), gather3_scalar=g3,
+                           inline=True)
+        row = tg.device(resample_rows_cpu, src_coord=coord, lerp=lp, load=el["load"], store=el["store"], gather3=g3,
+                        inline=True)
         # the patch saved aside keeps the images' own dtype (raw copy)
         paste = build("cpu", _cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True))
         return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste)}
@@ -251,8 +278,15 @@ def _copy_row_f16(src, sbase, dst, dbase, n, x_start, x_step):
 
 
 @functools.cache
-def _compiled(target: str, dtype: str):
-    return {k: build(target, f) for k, f in python_kernels(target, dtype).items()}
+def _compiled(target: str, dtype: str, simd: bool = False):
+    return {k: build(target, f) for k, f in python_kernels(target, dtype, simd).items()}
+
+
+SIMD: bool | None = None  # CPU vector gather: None = where the CPU has it (_simd.available); tests set it
+
+
+def _use_simd(dtype: str) -> bool:
+    return dtype == "float32" and (_simd.available() if SIMD is None else SIMD)
 
 
 # ---------------------------------------------------------------- backends
@@ -260,13 +294,16 @@ def _compiled(target: str, dtype: str):
 
 def _numba(backend: str):
     def run(images, *, perm, src_box, dst_box, align_corners):
+        """perm (B,), src_box and dst_box (B, 4): checked int64 numpy arrays."""
         B, C, H, W = images.shape
-        k = _compiled(backend, D.dtype_name(images))
         F_ = functools.partial(D.flat, backend=backend)
         if backend == "cpu":
-            k["paste_all"](F_(images), perm.numpy(), src_box.reshape(-1).numpy(), dst_box.reshape(-1).numpy(),
-                           C, H, W, align_corners)
+            dt = D.dtype_name(images)
+            k = _compiled("cpu", dt, _use_simd(dt))
+            k["paste_all"](F_(images), perm, src_box.reshape(-1), dst_box.reshape(-1), C, H, W, align_corners)
             return images
+        k = _compiled(backend, D.dtype_name(images))
+        perm, src_box, dst_box = (torch.from_numpy(a) for a in (perm, src_box, dst_box))
         dh, dw = dst_box[:, 1] - dst_box[:, 0], dst_box[:, 3] - dst_box[:, 2]
         sh, sw = src_box[:, 1] - src_box[:, 0], src_box[:, 3] - src_box[:, 2]
         live = (dh > 0) & (dw > 0) & (sh > 0) & (sw > 0)
@@ -341,9 +378,10 @@ def paste_resized(
     """
     D.check_images("images", images)
     B, C, H, W = images.shape
-    p = D.check_perm("perm", perm, B, permutation=True)
-    sb = D.check_boxes("src_box", src_box, B, H, W)
-    db = D.check_boxes("dst_box", dst_box, B, H, W)
+    # host numpy arrays: what the CPU kernel takes, converted once (the reference indexes them alike)
+    p = D.check_perm("perm", perm, B, permutation=True, numpy=True)
+    sb = D.check_boxes("src_box", src_box, B, H, W, numpy=True)
+    db = D.check_boxes("dst_box", dst_box, B, H, W, numpy=True)
     if not isinstance(align_corners, bool):
         raise ValueError(f"align_corners must be a bool, got {align_corners!r}")
     fn = D.pick("paste_resized", backend, images.device)

@@ -6,14 +6,17 @@ images; float16: 2e-3 (one half-precision step at |x| < 4); SPM masses: 1e-5 rel
 (they are exact to ~1e-15 in practice).
 """
 
+import importlib
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from dali_snapmix.kernels import blend, fill_box, mask_blend, paste_resized, spm_box_mass
+from dali_snapmix.kernels import _simd, blend, fill_box, mask_blend, paste_resized, spm_box_mass
 from dali_snapmix.kernels.blend import cycles
 from dali_snapmix.kernels.paste_resized import paste_resized_reference
+
+PASTE = importlib.import_module("dali_snapmix.kernels.paste_resized")  # the module (the package exports the function)
 
 SEED = int.from_bytes(os.urandom(4), "little")
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
@@ -57,10 +60,19 @@ EDGE_BOXES = {
 }
 
 
+@pytest.fixture(params=["vector", "scalar"])
+def gather(request, monkeypatch):
+    """Run a test with the CPU paste's vector column gather (AVX-512 hosts) and without."""
+    if request.param == "vector" and not _simd.available():
+        pytest.skip("this CPU has no AVX-512F: the vector gather is not used here")
+    monkeypatch.setattr(PASTE, "SIMD", request.param == "vector")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("align", [True, False])
 @pytest.mark.parametrize("B", [1, 5, 16])
-def test_paste_resized_random(g, dtype, align, B):
+def test_paste_resized_random(g, dtype, align, B, gather):
     H, W = 37, 45
     x = torch.randn(B, 3, H, W, generator=g).to(dtype)
     perm = torch.randperm(B, generator=g)  # self-pairs included by chance
@@ -81,6 +93,34 @@ def test_paste_resized_edges(g, case, align):
         want = expected_paste(x, perm, sb, db, align)
         got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
         assert (got.double() - want).abs().max() <= 1e-5, case
+
+
+@pytest.mark.skipif(not _simd.available(), reason="this CPU has no AVX-512F: the vector gather is not used here")
+@pytest.mark.parametrize("align", [True, False])
+def test_paste_resized_vector_gather_equals_scalar(g, align, monkeypatch):
+    """Wide boxes, so rows hold many 16-column chunks: upscales, downscales under 2x
+    (every chunk permuted), beyond 2x (chunks fall back to scalar), widths that are
+    not multiples of 16. Bit-identical to the scalar loop, 1e-5 from float64, and
+    NaN-poisoned pixels outside the destinations stay as they were. Tolerance against
+    float64: 1e-4, since float32 source coordinates (torch's too) are off by up to
+    ~x * 2**-24 px at column x ~ 300, times N(0, 1) noise's slopes of up to ~3 per
+    pixel (torch's float32 interpolate is as far from float64 here: 6e-5)."""
+    B, H, W = 7, 40, 300
+    x = torch.randn(B, 3, H, W, generator=g)
+    x[:, :, :, 290:] = float("nan")  # nobody reads or writes these columns
+    sb = torch.tensor([[0, 40, 0, 40], [3, 30, 10, 230], [0, 40, 0, 290], [5, 6, 100, 117], [0, 40, 0, 290],
+                       [1, 39, 7, 150], [0, 20, 0, 1]])
+    db = torch.tensor([[0, 40, 0, 290], [0, 33, 5, 150], [2, 38, 1, 100], [0, 40, 0, 289], [10, 30, 3, 259],
+                       [1, 39, 7, 150], [0, 40, 16, 48]])  # 7x up, <2x down, 2.9x down, 1 row up, 1.1x down, same, 1 column
+    perm = torch.randperm(B, generator=g)
+    want = expected_paste(x, perm, sb, db, align)
+    out = {}
+    for simd in (True, False):
+        monkeypatch.setattr(PASTE, "SIMD", simd)
+        out[simd] = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
+    assert torch.equal(out[True].isnan(), out[False].isnan()) and torch.equal(out[True].nan_to_num(), out[False].nan_to_num())
+    assert torch.equal(out[True].isnan(), want.isnan())
+    assert (out[True].double() - want).nan_to_num().abs().max() <= 1e-4
 
 
 def test_paste_resized_aliasing_and_untouched_pixels(g):
@@ -230,3 +270,39 @@ def test_bad_input_is_named():
         spm_box_mass(torch.zeros(2, 3, 3), box, image_size=(8, 0))
     with pytest.raises(ValueError, match=r"boxes\[1\]"):
         spm_box_mass(torch.zeros(2, 3, 3), torch.tensor([[0, 4, 0, 4], [0, 4, 0, 9]]), image_size=(8, 8))
+
+
+def test_every_kernel_opens_its_nvtx_range(g, monkeypatch):
+    """Each call pushes and pops one range named <tag>/<kernel> in the dali_snapmix
+    domain (what the README's Nsight commands filter on)."""
+    import nvtx
+    from dali_snapmix.kernels import _target
+
+    log = []
+
+    class Domain:
+        def get_event_attributes(self, *, message):
+            return message
+
+        def push_range(self, attributes):
+            log.append(("push", attributes))
+
+        def pop_range(self):
+            log.append(("pop",))
+
+    domains = []
+    monkeypatch.setattr(nvtx, "get_domain", lambda name: domains.append(name) or Domain())
+    _target.nvtx_range.cache_clear()
+    try:
+        x = torch.randn(2, 3, 8, 8, generator=g)
+        perm, box = torch.tensor([1, 0]), torch.tensor([[0, 4, 0, 4], [2, 8, 2, 8]])
+        paste_resized(x, perm=perm, src_box=box, dst_box=box, tag="snapmix")
+        spm_box_mass(torch.randn(2, 2, 2, generator=g), box, image_size=(8, 8))
+        blend(x, perm=perm, weights=torch.rand(2, generator=g))
+        mask_blend(x, perm=perm, masks=torch.rand(2, 8, 8, generator=g))
+        fill_box(x, boxes=box, tag="cutout")
+    finally:
+        _target.nvtx_range.cache_clear()  # drop the fake domain
+    names = ["snapmix/paste_resized", "mix/spm_box_mass", "mix/blend", "mix/mask_blend", "cutout/fill_box"]
+    assert log == [e for n in names for e in (("push", n), ("pop",))]
+    assert set(domains) == {"dali_snapmix"}
