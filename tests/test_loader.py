@@ -15,10 +15,12 @@ def src(birds):
     return ImageSource.from_folder(birds.train_dir)
 
 
+# "dali": DALI's resize + crop_mirror_normalize, the ops the GPU graph runs
+@pytest.mark.parametrize("cpu_resize", ["fused", "dali"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_batch_contents_match_files(src, dtype):
+def test_batch_contents_match_files(src, dtype, cpu_resize):
     spec = TransformSpec(resize=72, crop=64, dtype=dtype)
-    loader = DALILoader(src, batch_size=8, train=True, spec=spec, device="cpu", seed=3)
+    loader = DALILoader(src, batch_size=8, train=True, spec=spec, device="cpu", seed=3, cpu_resize=cpu_resize)
     b = next(iter(loader))
     assert b.images.shape == (8, 3, 64, 64) and b.images.dtype == getattr(torch, dtype)
     assert b.labels.dtype == b.indices.dtype == torch.int64 and b.flip.dtype == torch.bool
@@ -44,13 +46,14 @@ def test_batch_contents_match_files(src, dtype):
         assert err.max() < 0.6, (k, err.max())
 
 
-def test_dali_matches_torchvision_fallback(src):
+@pytest.mark.parametrize("cpu_resize", ["fused", "dali"])
+def test_dali_matches_torchvision_fallback(src, cpu_resize):
     """Same plan, same files: DALI (ROI decode + resize) vs torchvision (resize whole
     image, crop). Tolerance, normalised units: mean |diff| < 0.01 (about 0.6 grey
     levels), max < 0.5 -- the filters differ near sharp edges (PIL's antialiased
     bilinear support vs DALI's linear filter), never in geometry."""
     for train in (True, False):
-        d = DALILoader(src, batch_size=16, train=train, spec=SPEC, device="cpu", seed=1)
+        d = DALILoader(src, batch_size=16, train=train, spec=SPEC, device="cpu", seed=1, cpu_resize=cpu_resize)
         t = TorchLoader(src, batch_size=16, train=train, spec=SPEC, device="cpu", seed=1, num_workers=0)
         assert len(d) == len(t)
         n = 0
