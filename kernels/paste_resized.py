@@ -14,6 +14,7 @@ or destination box is empty is left untouched.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
@@ -65,17 +66,28 @@ def resample_row(src, sbase, sstride, sh, dh, yy, dst, dbase, xi0, xi1, xl, xo, 
         store(dst, dbase + xx, lerp(left, right, xl[xo + xx]))
 
 
-def resample_rows_cpu(src, sbase, sstride, splane, sh, sw, dh, yy, dst, dbase, dplane, C, xi0, xi1, xl, xo, dw, tmp,
-                      align):
+def patch_row(src, sbase, sstride, splane, alt, abase, arow0, arows, sw, c, y):
+    """Row y of plane c of a patch: from ``alt`` (rows [arow0, arow0 + arows), each
+    plane's rows packed) where it was saved aside, else from ``src``. A slice: no
+    wrap-around checks in the loops that read it."""
+    if arow0 <= y < arow0 + arows:
+        a = abase + (c * arows + y - arow0) * sw
+        return alt[a:a + sw]
+    return src[sbase + c * splane + y * sstride:sbase + c * splane + y * sstride + sw]
+
+
+def resample_rows_cpu(src, sbase, sstride, splane, alt, abase, arow0, arows, sh, sw, dh, yy, dst, dbase, dplane, C,
+                      xi0, xi1, xl, xo, dw, tmp, align):
     """Output row yy of all C planes in two passes: blend each plane's two source rows
     over the patch width into ``tmp`` (contiguous loops LLVM vectorises), then gather
     columns from it, the three planes of an RGB image in one pass over the columns so
     they share the coefficient loads (:func:`gather3`). ``tmp`` holds ``C * sw +
-    WINDOW`` values: the vector gather may read past the last plane."""
+    WINDOW`` values: the vector gather may read past the last plane. Source rows come
+    from :func:`patch_row`."""
     y0, y1, ly = src_coord(yy, sh, dh, align)
     for c in range(C):
-        top = src[sbase + c * splane + y0 * sstride:sbase + c * splane + y0 * sstride + sw]  # slices: no wrap-around checks
-        bot = src[sbase + c * splane + y1 * sstride:sbase + c * splane + y1 * sstride + sw]
+        top = patch_row(src, sbase, sstride, splane, alt, abase, arow0, arows, sw, c, y0)
+        bot = patch_row(src, sbase, sstride, splane, alt, abase, arow0, arows, sw, c, y1)
         t = tmp[c * sw:(c + 1) * sw]
         for k in range(sw):
             t[k] = lerp(load(top, k), load(bot, k), ly)
@@ -133,22 +145,45 @@ def copy_row(src, sbase, dst, dbase, n, x_start, x_step):
 #
 # CPU: samples in the order of the permutation's cycles (i0, perm[i0], ...), rows in
 # parallel, written straight into the batch: each sample reads a partner that is not
-# written yet, except the cycle's last, which reads the first; that one source patch
-# per cycle is copied aside beforehand.
+# written yet, except the cycle's last, which reads the first after the first was
+# written. Of that source patch, only the rows the first's destination rows cover (when
+# their columns meet) were overwritten: they are copied aside beforehand, and each
+# cycle starts where that copy is smallest (any rotation of a cycle is a valid order).
 # CUDA: every row of every sample at once, so gather all patches into a scratch
 # buffer, then scatter (the kernel boundary orders all reads before all writes).
 
 
-def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff, xi0, xi1, xl, xoff, C, H, W, align):
+def overwritten_rows(last, first, src_box, dst_box):
+    """(row0, rows): the rows of ``last``'s source box (in image ``first``, relative to
+    the box) that ``first``'s paste overwrites before ``last`` reads them."""
+    if live(last, src_box, dst_box) and live(first, src_box, dst_box) and (
+            max(src_box[4 * last + 2], dst_box[4 * first + 2]) < min(src_box[4 * last + 3], dst_box[4 * first + 3])):
+        r0 = max(src_box[4 * last], dst_box[4 * first])
+        r1 = min(src_box[4 * last + 1], dst_box[4 * first + 1])
+        if r1 > r0:
+            return r0 - src_box[4 * last], r1 - r0
+    return 0, 0
+
+
+def live(i, src_box, dst_box):
+    """Sample i pastes something: both boxes have area."""
+    return (dst_box[4 * i + 1] > dst_box[4 * i] and dst_box[4 * i + 3] > dst_box[4 * i + 2]
+            and src_box[4 * i + 1] > src_box[4 * i] and src_box[4 * i + 3] > src_box[4 * i + 2])
+
+
+def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff, arow, xi0, xi1, xl, xoff, C, H, W,
+               align):
     for q in range(ncyc):
         last = order[cstart[q + 1] - 1]
         sy0 = src_box[4 * last]
         sx0 = src_box[4 * last + 2]
-        sh = src_box[4 * last + 1] - sy0
         sw = src_box[4 * last + 3] - sx0
-        for r in prange(C * sh):
-            c = r // sh
-            copy_row(images, (perm[last] * C + c) * H * W + (sy0 + r - c * sh) * W + sx0, saved, soff[q] + r * sw, sw, 0, 1)
+        r0 = arow[2 * q]
+        nr = arow[2 * q + 1]
+        for r in prange(C * nr):
+            c = r // nr
+            copy_row(images, (perm[last] * C + c) * H * W + (sy0 + r0 + r - c * nr) * W + sx0, saved, soff[q] + r * sw,
+                     sw, 0, 1)
         for k in range(cstart[q], cstart[q + 1]):
             i = order[k]
             dy0 = dst_box[4 * i]
@@ -166,17 +201,16 @@ def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff,
                 tmp = np.empty(C * sw + WINDOW, np.float32)  # blended source rows, reused by the block's rows
                 for yy in range(b * dh // nblk, (b + 1) * dh // nblk):
                     dbase = i * C * H * W + (dy0 + yy) * W + dx0
-                    if k == cstart[q + 1] - 1:
-                        row(saved, soff[q], sw, sh * sw, sh, sw, dh, yy, images, dbase, H * W, C,
-                            xi0, xi1, xl, xoff[i], dw, tmp, align)
-                    else:
-                        row(images, perm[i] * C * H * W + sy0 * W + sx0, W, H * W, sh, sw, dh, yy, images, dbase, H * W, C,
-                            xi0, xi1, xl, xoff[i], dw, tmp, align)
+                    nr = arow[2 * q + 1] if k == cstart[q + 1] - 1 else 0  # only the cycle's last reads saved rows
+                    row(images, perm[i] * C * H * W + sy0 * W + sx0, W, H * W, saved, soff[q], arow[2 * q], nr, sh, sw,
+                        dh, yy, images, dbase, H * W, C, xi0, xi1, xl, xoff[i], dw, tmp, align)
 
 
-def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align):
-    """The whole CPU paste in one call: column coefficients, cycles, the saved patches,
-    then the rows (a Python driver of small tensor ops cost ~0.4 ms a call here)."""
+def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align, saved):
+    """The whole CPU paste in one call: column coefficients, cycles and their rotations,
+    the rows saved aside, then the paste (a Python driver of small tensor ops cost ~0.4
+    ms a call here). ``saved`` is the caller's scratch for the saved rows: returned,
+    replaced by a larger one if it is too small."""
     nb = perm.shape[0]
     xoff = np.zeros(nb + 1, np.int64)
     for i in range(nb):
@@ -193,12 +227,27 @@ def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align):
     cstart = np.empty(nb + 1, np.int64)
     ncyc = cycles_into(perm, order, cstart)
     soff = np.zeros(ncyc + 1, np.int64)
+    arow = np.zeros(2 * ncyc, np.int64)  # per cycle: first saved row (relative to the box), row count
+    rotated = np.empty(nb, np.int64)
     for q in range(ncyc):
-        last = order[cstart[q + 1] - 1]
-        soff[q + 1] = soff[q] + C * (src_box[4 * last + 1] - src_box[4 * last]) * (
-            src_box[4 * last + 3] - src_box[4 * last + 2])
-    saved = np.empty(soff[ncyc], images.dtype)
-    paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff, xi0, xi1, xl, xoff, C, H, W, align)
+        s, n = cstart[q], cstart[q + 1] - cstart[q]
+        best, cost = 0, -1
+        for j in range(n):  # start the cycle at order[s + j]: its predecessor becomes the last
+            last = order[s + (j + n - 1) % n]
+            r0, nr = overwritten_rows(last, order[s + j], src_box, dst_box)
+            c = nr * (src_box[4 * last + 3] - src_box[4 * last + 2])
+            if cost < 0 or c < cost:
+                best, cost = j, c
+                arow[2 * q] = r0
+                arow[2 * q + 1] = nr
+        for j in range(n):
+            rotated[j] = order[s + (best + j) % n]
+        order[s:s + n] = rotated[:n]
+        soff[q + 1] = soff[q] + C * cost
+    if saved.shape[0] < soff[ncyc]:
+        saved = np.empty(soff[ncyc], images.dtype)
+    paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff, arow, xi0, xi1, xl, xoff, C, H, W, align)
+    return saved
 
 
 def _cuda_coefs(xi0, xi1, xl, xoff, src_box, dst_box, nb, align):
@@ -254,10 +303,12 @@ def python_kernels(target: str, dtype: str, simd: bool = False):
             g3 = tg.device(gather3_simd, LANES=SIMD_LANES, lerp3_perm16=_simd.lerp3_perm16(), gather3_scalar=g3,
                            inline=True)
         row = tg.device(resample_rows_cpu, src_coord=coord, lerp=lp, load=el["load"], store=el["store"], gather3=g3,
-                        inline=True)
-        # the patch saved aside keeps the images' own dtype (raw copy)
+                        patch_row=tg.device(patch_row, inline=True), inline=True)
+        # the rows saved aside keep the images' own dtype (raw copy)
         paste = build("cpu", _cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True))
-        return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste)}
+        lv = tg.device(live, inline=True)
+        return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste,
+                                    overwritten_rows=tg.device(overwritten_rows, live=lv))}
     from numba import cuda
 
     f32 = Target("cuda").element("float32")
@@ -282,6 +333,7 @@ def _compiled(target: str, dtype: str, simd: bool = False):
     return {k: build(target, f) for k, f in python_kernels(target, dtype, simd).items()}
 
 
+_SCRATCH = threading.local()  # CPU: {dtype: buffer for the saved patches}, grown as needed
 SIMD: bool | None = None  # CPU vector gather: None = where the CPU has it (_simd.available); tests set it
 
 
@@ -300,7 +352,13 @@ def _numba(backend: str):
         if backend == "cpu":
             dt = D.dtype_name(images)
             k = _compiled("cpu", dt, _use_simd(dt))
-            k["paste_all"](F_(images), perm, src_box.reshape(-1), dst_box.reshape(-1), C, H, W, align_corners)
+            x = F_(images)
+            # The saved patches (MBs) go to a scratch kept per thread and dtype: a fresh
+            # np.empty of that size is new pages from the OS on every call, and their
+            # first-touch page faults cost more than the copy itself.
+            scratch = _SCRATCH.__dict__
+            scratch[x.dtype] = k["paste_all"](x, perm, src_box.reshape(-1), dst_box.reshape(-1), C, H, W, align_corners,
+                                              scratch.get(x.dtype, np.empty(0, x.dtype)))
             return images
         k = _compiled(backend, D.dtype_name(images))
         perm, src_box, dst_box = (torch.from_numpy(a) for a in (perm, src_box, dst_box))

@@ -84,6 +84,22 @@ def test_paste_resized_random(g, dtype, align, B, gather):
     assert (ref.double() - want).abs().max() <= TOL[dtype]
 
 
+def test_paste_resized_many_small_cases(g):
+    """300 random small batches (1-7 samples, empty boxes, self-pairs, every cycle
+    structure): the CPU kernel saves aside only the rows a cycle's first sample
+    overwrites before its last reads them, and starts each cycle where that is least;
+    any wrong row shows against the out-of-place float64 oracle."""
+    for _ in range(300):
+        B = int(torch.randint(1, 8, (1,), generator=g))
+        H, W = int(torch.randint(1, 13, (1,), generator=g)), int(torch.randint(1, 15, (1,), generator=g))
+        x = torch.randn(B, 3, H, W, generator=g)
+        perm = torch.randperm(B, generator=g)
+        sb, db = rand_boxes(g, B, H, W), rand_boxes(g, B, H, W)
+        want = expected_paste(x, perm, sb, db, True)
+        got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, backend="cpu")
+        assert (got.double() - want).abs().max() <= 1e-5, (SEED, perm, sb, db)
+
+
 @pytest.mark.parametrize("case", EDGE_BOXES)
 @pytest.mark.parametrize("align", [True, False])
 def test_paste_resized_edges(g, case, align):
