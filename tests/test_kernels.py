@@ -270,6 +270,13 @@ def test_bad_input_is_named():
         paste_resized(x, perm=torch.tensor([2, 0]), src_box=box, dst_box=box)
     with pytest.raises(ValueError, match="permutation"):
         blend(x, perm=torch.tensor([0, 0]), weights=torch.rand(2))
+    with pytest.raises(ValueError, match=r"perm entries must be in \[0, 2\), got \[-1, 0\]"):
+        paste_resized(x, perm=torch.tensor([-1, 0]), src_box=box, dst_box=box)
+    with pytest.raises(ValueError, match=r"boxes\[1\] = \[0, 1, 2, 9\] .* x1 <= 8"):
+        fill_box(x, boxes=torch.tensor([[0, 1, 0, 1], [0, 1, 2, 9]]))
+    # int32 index tensors are accepted (converted), with the same result as int64
+    want = paste_resized(x.clone(), perm=perm, src_box=box, dst_box=box)
+    assert torch.equal(paste_resized(x.clone(), perm=perm.int(), src_box=box.int(), dst_box=box.int()), want)
     with pytest.raises(ValueError, match="NaN"):
         blend(x, perm=perm, weights=torch.tensor([0.5, float("nan")]))
     with pytest.raises(ValueError, match="masks must have shape"):
