@@ -194,14 +194,14 @@ def _cpu_paste(images, saved, perm, src_box, dst_box, order, cstart, ncyc, soff,
             sx0 = src_box[4 * i + 2]
             sh = src_box[4 * i + 1] - sy0
             sw = src_box[4 * i + 3] - sx0
-            if dh * dw * sh * sw == 0:
+            if not live(i, src_box, dst_box):
                 continue
+            nr = arow[2 * q + 1] if k == cstart[q + 1] - 1 else 0  # only the cycle's last reads saved rows
             nblk = min(dh, ROW_BLOCKS)
             for b in prange(nblk):
                 tmp = np.empty(C * sw + WINDOW, np.float32)  # blended source rows, reused by the block's rows
                 for yy in range(b * dh // nblk, (b + 1) * dh // nblk):
                     dbase = i * C * H * W + (dy0 + yy) * W + dx0
-                    nr = arow[2 * q + 1] if k == cstart[q + 1] - 1 else 0  # only the cycle's last reads saved rows
                     row(images, perm[i] * C * H * W + sy0 * W + sx0, W, H * W, saved, soff[q], arow[2 * q], nr, sh, sw,
                         dh, yy, images, dbase, H * W, C, xi0, xi1, xl, xoff[i], dw, tmp, align)
 
@@ -214,10 +214,7 @@ def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align, saved):
     nb = perm.shape[0]
     xoff = np.zeros(nb + 1, np.int64)
     for i in range(nb):
-        dw = dst_box[4 * i + 3] - dst_box[4 * i + 2]
-        area = (dst_box[4 * i + 1] - dst_box[4 * i]) * dw * (src_box[4 * i + 1] - src_box[4 * i]) * (
-            src_box[4 * i + 3] - src_box[4 * i + 2])
-        xoff[i + 1] = xoff[i] + (dw if area > 0 else 0)
+        xoff[i + 1] = xoff[i] + (dst_box[4 * i + 3] - dst_box[4 * i + 2] if live(i, src_box, dst_box) else 0)
     xi0 = np.empty(xoff[nb], np.int32)  # int32: the vector gather's permute indices
     xi1 = np.empty(xoff[nb], np.int32)
     xl = np.empty(xoff[nb], np.float32)
@@ -228,7 +225,6 @@ def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align, saved):
     ncyc = cycles_into(perm, order, cstart)
     soff = np.zeros(ncyc + 1, np.int64)
     arow = np.zeros(2 * ncyc, np.int64)  # per cycle: first saved row (relative to the box), row count
-    rotated = np.empty(nb, np.int64)
     for q in range(ncyc):
         s, n = cstart[q], cstart[q + 1] - cstart[q]
         best, cost = 0, -1
@@ -240,9 +236,7 @@ def _cpu_paste_all(images, perm, src_box, dst_box, C, H, W, align, saved):
                 best, cost = j, c
                 arow[2 * q] = r0
                 arow[2 * q + 1] = nr
-        for j in range(n):
-            rotated[j] = order[s + (best + j) % n]
-        order[s:s + n] = rotated[:n]
+        order[s:s + n] = np.roll(order[s:s + n], -best)
         soff[q + 1] = soff[q] + C * cost
     if saved.shape[0] < soff[ncyc]:
         saved = np.empty(soff[ncyc], images.dtype)
@@ -305,9 +299,9 @@ def python_kernels(target: str, dtype: str, simd: bool = False):
         row = tg.device(resample_rows_cpu, src_coord=coord, lerp=lp, load=el["load"], store=el["store"], gather3=g3,
                         patch_row=tg.device(patch_row, inline=True), inline=True)
         # the rows saved aside keep the images' own dtype (raw copy)
-        paste = build("cpu", _cpu_paste, prange=prange, row=row, copy_row=tg.device(copy_rows_cpu, inline=True))
         lv = tg.device(live, inline=True)
-        return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste,
+        paste = build("cpu", _cpu_paste, prange=prange, row=row, live=lv, copy_row=tg.device(copy_rows_cpu, inline=True))
+        return {"paste_all": rebind(_cpu_paste_all, coef=coef, cycles_into=tg.device(cycles_into), paste=paste, live=lv,
                                     overwritten_rows=tg.device(overwritten_rows, live=lv))}
     from numba import cuda
 
@@ -357,8 +351,9 @@ def _numba(backend: str):
             # np.empty of that size is new pages from the OS on every call, and their
             # first-touch page faults cost more than the copy itself.
             scratch = _SCRATCH.__dict__
+            buf = scratch.get(x.dtype)
             scratch[x.dtype] = k["paste_all"](x, perm, src_box.reshape(-1), dst_box.reshape(-1), C, H, W, align_corners,
-                                              scratch.get(x.dtype, np.empty(0, x.dtype)))
+                                              np.empty(0, x.dtype) if buf is None else buf)
             return images
         k = _compiled(backend, D.dtype_name(images))
         perm, src_box, dst_box = (torch.from_numpy(a) for a in (perm, src_box, dst_box))
