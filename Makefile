@@ -13,7 +13,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) train_dali.py --preset demo --compare baseline,cutmix,snapmix --save-samples
+	$(PY) train_dali.py --preset demo --compare baseline,cutmix,snapmix --save-samples --label-fidelity
 
 test: $(STAMP)
 	$(PY) -m ruff check dali_snapmix kernels benchmarks tests train_dali.py

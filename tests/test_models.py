@@ -52,3 +52,11 @@ def test_lite0_trains_in_the_trainer_with_its_own_normalisation(birds, tmp_path,
                 "--crop", "32", "--batch-size", "8", "--mix", "snapmix", "--out", str(tmp_path / "run")])
     assert "normalise mean=(0.5, 0.5, 0.5) std=(0.5, 0.5, 0.5)" in capsys.readouterr().out
     assert 0.0 <= res["top1"] <= 1.0
+
+
+def test_lite0_new_head_is_zero_and_the_imagenet_head_is_kept():
+    file = torch.load(E.get_model_file_path(), map_location="cpu", weights_only=True)
+    m = build_model("efficientnet_lite0_imagenet", num_classes=12)
+    assert torch.count_nonzero(m.classifier.weight) == 0 and torch.count_nonzero(m.classifier.bias) == 0
+    m = build_model("efficientnet_lite0_imagenet", num_classes=1000)
+    assert torch.equal(m.classifier.weight, file["_fc.weight"])

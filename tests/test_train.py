@@ -155,3 +155,63 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(birds, tmp_path):
         main([*args, "--lr-steps", "1", "--lr-gamma", "1e30"])
     ck = torch.load(out / "last.pt", weights_only=False)
     assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_mix_warmup_trains_the_first_epochs_unmixed(birds, tmp_path):
+    """--mix-warmup 1: epoch 1 is a baseline epoch, bit for bit; mixing starts in epoch 2."""
+    common = ["--data", str(birds.root), "--epochs", "2", *TINY, "--keep-checkpoints", "1"]
+    main([*common, "--mix", "cutmix", "--mix-warmup", "1", "--out", str(tmp_path / "warm")])
+    main([*common, "--mix", "baseline", "--out", str(tmp_path / "base")])
+    a = torch.load(tmp_path / "warm" / "epoch1.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "base" / "epoch1.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    a2 = torch.load(tmp_path / "warm" / "last.pt", weights_only=False)["model"]
+    b2 = torch.load(tmp_path / "base" / "last.pt", weights_only=False)["model"]
+    assert not all(torch.equal(a2[k], b2[k]) for k in a2)  # epoch 2 mixed
+    rows = [json.loads(x) for x in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["mix_s"] < rows[1]["mix_s"]
+    with pytest.raises(SystemExit, match=r"--mix-warmup must be in \[0, --epochs 2\), got 2"):
+        parse_args([*common, "--mix-warmup", "2"])
+    with pytest.raises(SystemExit, match=r"--keep-checkpoints: epochs must be in \[1, 2\], got '0,1'"):
+        parse_args(["--epochs", "2", "--keep-checkpoints", "0,1"])
+
+
+def test_label_fidelity_after_training(birds, tmp_path, capsys):
+    """--label-fidelity scores the trained method's labels on the test split's part masks;
+    a method that pastes nothing has no label error; a set without masks is refused."""
+    res = main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "snapmix", "--label-fidelity",
+                "--save-samples", "--out", str(tmp_path / "s")])
+    lf = res["label_error"]
+    assert 0.0 < lf["mae"] < 1.5 and 0.0 <= lf["lies"] <= 1.0 and lf["weights"] > 0 and lf["mixed"] > 0
+    assert "label fidelity (snapmix" in capsys.readouterr().out
+    assert (tmp_path / "s" / "samples.png").stat().st_size > 0
+    res = main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "baseline", "--label-fidelity",
+                "--out", str(tmp_path / "b")])
+    assert res["label_error"] is None
+    with pytest.raises(SystemExit, match=f"--data {tmp_path} has no parts/ folder"):
+        parse_args(["--data", str(tmp_path), "--label-fidelity"])
+
+
+def test_a_new_head_under_a_pretrained_body_starts_at_zero(birds, tmp_path):
+    """--pretrained from a 5-class model: the body loads, the 12-class head (shape differs)
+    is zeroed; with learning rate 0 the saved weights show both."""
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(3)
+    pre = SmallCNN(5)
+    path = tmp_path / "pre.pth"
+    torch.save(pre.state_dict(), path)
+    out = tmp_path / "ft"
+    main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "baseline", "--pretrained", str(path),
+          "--lr", "0", "--lr-pretrained", "0", "--weight-decay", "0", "--out", str(out)])
+    sd = torch.load(out / "last.pt", weights_only=False)["model"]
+    assert torch.count_nonzero(sd["fc.weight"]) == 0 and torch.count_nonzero(sd["fc.bias"]) == 0
+    assert torch.equal(sd["features.0.0.weight"], pre.state_dict()["features.0.0.weight"])
+
+
+def test_channels_last_runs_on_the_cpu(birds, tmp_path):
+    out = tmp_path / "cl"
+    res = main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "cutmix", "--channels-last", "--out", str(out)])
+    sd = torch.load(out / "last.pt", weights_only=False)["model"]
+    assert sd["features.0.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert 0.0 <= res["top1"] <= 1.0

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["TransformSpec", "EpochPlan", "plan_epoch", "resized_size", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EpochPlan", "TransformSpec", "map_to_crop", "plan_epoch", "resized_size"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,3 +145,33 @@ def plan_epoch(
         flip=flip,
         batch_size=batch_size,
     )
+
+
+def map_to_crop(source_map, *, window, flip: bool, crop: int):
+    """A per-pixel map of a source image (H, W) -- a part mask, a saliency map -- taken
+    through one sample's crop as the loader reports it (``Batch.window`` row in source
+    pixels, ``Batch.flip``): float64 (crop, crop), the map as the crop's pixels see it.
+
+    Follows the geometry the loader implements: resize the whole image to (rh, rw)
+    (antialiased bilinear, as PIL resizes), take the ``crop``-pixel window at the
+    integer offset the window encodes, mirror it if flipped. A bool mask becomes each
+    crop pixel's coverage in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.as_tensor(np.asarray(source_map)).double()
+    if m.dim() != 2 or min(m.shape) < 1:
+        raise ValueError(f"source_map must be a non-empty (H, W) array, got shape {tuple(m.shape)}")
+    y0, y1, x0, x1 = (float(v) for v in np.asarray(window, dtype=np.float64).reshape(4))
+    h, w = m.shape
+    if not (0 <= y0 < y1 <= h * (1 + 1e-6) and 0 <= x0 < x1 <= w * (1 + 1e-6)):
+        raise ValueError(f"window {(y0, y1, x0, x1)} does not lie inside a {h}x{w} source map")
+    # the window is (oy, oy + crop) * h / rh with integer rh and oy: undo that
+    rh, rw = int(round(crop * h / (y1 - y0))), int(round(crop * w / (x1 - x0)))
+    oy, ox = int(round(y0 * rh / h)), int(round(x0 * rw / w))
+    if oy + crop > rh or ox + crop > rw:
+        raise ValueError(f"window {(y0, y1, x0, x1)} is not a {crop}-pixel crop of a resized {h}x{w} image")
+    r = F.interpolate(m[None, None], size=(rh, rw), mode="bilinear", align_corners=False,
+                      antialias=(rh < h or rw < w))[0, 0]
+    out = r[oy:oy + crop, ox:ox + crop]
+    return out.flip(-1).contiguous() if flip else out.contiguous()

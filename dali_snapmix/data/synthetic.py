@@ -10,7 +10,11 @@ argues that area-based mixed labels are wrong.
 
 Files are real JPEGs in the ImageFolder layout (``root/{train,test}/<class>/*.jpg``),
 generated deterministically from a seed and written atomically into a cache folder
-on first use.
+on first use. Beside them, ``root/parts/{train,test}/<class>/<name>.png`` holds each
+image's ground truth: a 1-bit mask, in source-image pixels, of the pixels where its
+class-deciding parts (the wing bar and the head mark) are visible. It is drawn with the
+bird, through the same flip, rotation and placement, so a benchmark can measure how
+much of a sample's evidence a mixed image really keeps (``benchmarks/label_fidelity.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-__all__ = ["SyntheticBirds", "ensure_synthetic_birds", "default_cache_dir", "CLASS_NAMES"]
+__all__ = ["CLASS_NAMES", "SyntheticBirds", "default_cache_dir", "ensure_synthetic_birds", "load_part_mask",
+           "part_mask_path"]
 
 # Wing-bar colours and head marks: 4 x 3 = 12 classes.
 WING_BARS = {
@@ -36,7 +41,7 @@ WING_BARS = {
 HEAD_MARKS = ("cap", "eyestripe", "crest")
 CLASS_NAMES = tuple(f"{c}-{m}" for c in WING_BARS for m in HEAD_MARKS)
 BODY_COLOURS = ((110, 85, 60), (90, 90, 95), (150, 120, 80), (60, 60, 50), (170, 160, 140), (120, 100, 90))
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: part masks beside the images
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,29 @@ class SyntheticBirds(FolderSet):
     @property
     def num_classes(self) -> int:
         return len(CLASS_NAMES)
+
+    def part_mask(self, image: str | os.PathLike) -> np.ndarray:
+        """The part mask of one of this set's images (a path under ``train_dir`` or ``test_dir``)."""
+        return load_part_mask(part_mask_path(image, root=self.root))
+
+
+def part_mask_path(image: str | os.PathLike, *, root: str | os.PathLike) -> Path:
+    """Where the part mask of ``root/<split>/<class>/<name>.jpg`` lives."""
+    image, root = Path(image), Path(root)
+    try:
+        rel = image.relative_to(root)
+    except ValueError:
+        raise ValueError(f"{image} is not an image of the set at {root}") from None
+    return root / "parts" / rel.with_suffix(".png")
+
+
+def load_part_mask(path: str | os.PathLike) -> np.ndarray:
+    """bool (H, W): True where a class-deciding part is visible, in source-image pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no part mask at {path} (sets written before format version 2 have none)")
+    with Image.open(path) as m:
+        return np.array(m.convert("1"), dtype=bool)
 
 
 def default_cache_dir() -> Path:
@@ -118,12 +146,14 @@ def ensure_synthetic_birds(
     def write(tmp: Path) -> None:
         for split, n, split_id in (("train", train_per_class, 0), ("test", test_per_class, 1)):
             for label, cname in enumerate(CLASS_NAMES):
-                d = tmp / split / cname
+                d, dm = tmp / split / cname, tmp / "parts" / split / cname
                 d.mkdir(parents=True)
+                dm.mkdir(parents=True)
                 for i in range(n):
                     rng = np.random.default_rng([seed, split_id, label, i])
-                    img = render_bird(rng, label=label, size=size)
+                    img, parts = render_bird(rng, label=label, size=size, with_parts=True)
                     img.save(d / f"{cname}_{i:04d}.jpg", quality=90)
+                    parts.save(dm / f"{cname}_{i:04d}.png", optimize=True)
         (tmp / "COMPLETE").write_text(f"{len(CLASS_NAMES)} classes\n")
 
     build_once(root, write)
@@ -158,13 +188,15 @@ def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.5))))
 
 
-def _bird(rng: np.random.Generator, label: int, side: int) -> Image.Image:
-    """Draw one bird facing right on a transparent square canvas of ``side`` pixels."""
+def _bird(rng: np.random.Generator, label: int, side: int) -> tuple[Image.Image, Image.Image]:
+    """Draw one bird facing right on a transparent square canvas of ``side`` pixels, and
+    the mask ("L", 0 or 255) of its visible class-deciding parts on a canvas of the same size."""
     bar_rgb = list(WING_BARS.values())[label // len(HEAD_MARKS)]
     mark = HEAD_MARKS[label % len(HEAD_MARKS)]
     s = side / 100.0  # drawing units: the canvas is 100 x 100
     canvas = Image.new("RGBA", (side, side), (0, 0, 0, 0))
-    d = ImageDraw.Draw(canvas)
+    parts = Image.new("L", (side, side), 0)
+    d, p = ImageDraw.Draw(canvas), ImageDraw.Draw(parts)
     body = _jitter(rng, BODY_COLOURS[int(rng.integers(len(BODY_COLOURS)))], 15) + (255,)
     dark = tuple(max(0, c - 50) for c in body[:3]) + (255,)
 
@@ -181,33 +213,45 @@ def _bird(rng: np.random.Generator, label: int, side: int) -> Image.Image:
     # the wing and its bar: the first discriminative part
     d.ellipse(box(30, 44, 62, 60), fill=dark)
     bar = _jitter(rng, bar_rgb, 12) + (255,)
-    d.polygon([(34 * s, 50 * s), (58 * s, 48 * s), (58 * s, 53 * s), (34 * s, 55 * s)], fill=bar)
+    # each part is drawn twice with the same geometry: in colour, and into the mask
+    for draw, fill in ((d, bar), (p, 255)):
+        draw.polygon([(34 * s, 50 * s), (58 * s, 48 * s), (58 * s, 53 * s), (34 * s, 55 * s)], fill=fill)
     # the head mark: the second discriminative part
-    mark_rgb = (20, 20, 20, 255)
-    if mark == "cap":
-        d.chord(box(63, 24, 83, 44), start=180, end=360, fill=mark_rgb)
-    elif mark == "eyestripe":
-        d.line([(64 * s, 33 * s), (84 * s, 33 * s)], fill=mark_rgb, width=max(1, int(3 * s)))
-    else:  # crest
-        d.polygon([(66 * s, 28 * s), (70 * s, 14 * s), (74 * s, 26 * s)], fill=mark_rgb)
-    # the eye, drawn last and common to all classes
+    for draw, fill in ((d, (20, 20, 20, 255)), (p, 255)):
+        if mark == "cap":
+            draw.chord(box(63, 24, 83, 44), start=180, end=360, fill=fill)
+        elif mark == "eyestripe":
+            draw.line([(64 * s, 33 * s), (84 * s, 33 * s)], fill=fill, width=max(1, int(3 * s)))
+        else:  # crest
+            draw.polygon([(66 * s, 28 * s), (70 * s, 14 * s), (74 * s, 26 * s)], fill=fill)
+    # the eye, drawn last and common to all classes, hides part of the mark
     d.ellipse(box(75, 30, 79, 34), fill=(250, 250, 250, 255))
     d.ellipse(box(76, 31, 78, 33), fill=(0, 0, 0, 255))
-    return canvas
+    p.ellipse(box(75, 30, 79, 34), fill=0)
+    return canvas, parts
 
 
-def render_bird(rng: np.random.Generator, *, label: int, size: tuple[int, int]) -> Image.Image:
-    """One RGB image of class ``label``; every random choice comes from ``rng``."""
+def render_bird(rng: np.random.Generator, *, label: int, size: tuple[int, int], with_parts: bool = False):
+    """One RGB image of class ``label``; every random choice comes from ``rng``. With
+    ``with_parts``: (image, 1-bit part mask of the same size), the mask taken through the
+    bird's own flip, rotation and placement (thresholded at half coverage)."""
     h = int(round(size[0] * rng.uniform(0.85, 1.15)))
     w = int(round(size[1] * rng.uniform(0.85, 1.15)))
     img = _background(rng, h, w)
     side = int(min(h, w) * rng.uniform(0.45, 0.8))
-    bird = _bird(rng, label, side)
+    bird, parts = _bird(rng, label, side)
     if rng.random() < 0.5:
         bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    bird = bird.rotate(float(rng.uniform(-30, 30)), resample=Image.Resampling.BILINEAR, expand=False)
+        parts = parts.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    angle = float(rng.uniform(-30, 30))
+    bird = bird.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
+    parts = parts.rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
     x = int(rng.integers(0, max(1, w - side + 1)))
     y = int(rng.integers(0, max(1, h - side + 1)))
     img.paste(bird, (x, y), bird)
-    return img
+    if not with_parts:
+        return img
+    full = Image.new("L", (w, h), 0)
+    full.paste(parts, (x, y))
+    return img, full.point(lambda v: 255 if v >= 128 else 0).convert("1")
 

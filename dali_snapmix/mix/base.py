@@ -66,6 +66,9 @@ class MixMethod:
     deterministic; ``__call__`` samples only when no params are given."""
 
     name = "?"
+    # True where a same-label pair's one class weight stands in both w_a and w_b (SnapMix);
+    # else that class's weight is w_a + w_b
+    merges_same_label = False
 
     def __init__(self, *, num_classes: int | None = None, seed: int | None = None) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):

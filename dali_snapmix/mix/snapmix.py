@@ -70,6 +70,8 @@ _SEMANTICS = {
 
 
 class SnapMix(MixMethod):
+    merges_same_label = True  # same-label pairs: both weights are rho_a + rho_b
+
     def __init__(
         self,
         *,

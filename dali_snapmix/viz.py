@@ -1,0 +1,106 @@
+"""Sample grids: what a mixing method did to one batch, for a person to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import kernels
+from .mix.base import MixedBatch
+from .mix.params import BoxParams
+
+__all__ = ["save_sample_grid", "spm"]
+
+
+def spm(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """SnapMix Eq. 5: CAMs (N, h, w) upsampled bilinearly (align_corners=False) to
+    ``size``, minus their minimum, over their sum: float64 (N, H, W), each summing to 1
+    (NaN for a constant map)."""
+    up = F.interpolate(cam[:, None].double(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    up = up - up.amin((1, 2), keepdim=True)
+    return up / up.sum((1, 2), keepdim=True)
+
+
+def _unnormalise(images: torch.Tensor, mean, std) -> np.ndarray:
+    m = torch.tensor(mean)[:, None, None]
+    s = torch.tensor(std)[:, None, None]
+    return (images.float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _rect(ax, box, **kw) -> None:
+    import matplotlib.patches as patches
+
+    y0, y1, x0, x1 = (int(v) for v in box)
+    if y1 > y0 and x1 > x0:
+        ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, **kw))
+
+
+def save_sample_grid(path: str | Path, *, clean: torch.Tensor, out: MixedBatch, params, mean, std,
+                     cam: torch.Tensor | None = None, parts: torch.Tensor | None = None,
+                     truth=None, n: int = 8, title: str = "") -> None:
+    """One block per sample: the mixed image (captioned ``y_a:w_a y_b:w_b``), with the
+    pasted box (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
+    is known, the outline of the class-deciding parts the mixed image shows (green: the
+    sample's own, taken through the same paste; truth t_a / t_b in the caption). With
+    SnapMix's ``cam``, two more panels: the SPM of the sample (its target box) and of its
+    partner (its source box), as heat maps in multiples of a uniform map, one colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(out.images))
+    boxes = isinstance(params, BoxParams) and params.mix
+    perm = params.perm.cpu() if isinstance(params, BoxParams) else torch.arange(len(out.images))
+    mixed = _unnormalise(out.images[:n], mean, std)
+    h, w = mixed.shape[1:3]
+    shown = None
+    if parts is not None:
+        shown = parts.float()[:, None].clone()
+        if boxes:  # the parts as the mixed image shows them: the same paste, applied to the masks
+            kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
+                                  align_corners=True, backend="reference")
+        shown = shown[:, 0].numpy()
+    maps = spm(cam.cpu(), (h, w)).numpy() * (h * w) if cam is not None else None
+    per = 3 if maps is not None else 1
+    cols = 2 if maps is not None else 4
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols * per, figsize=(2.2 * cols * per + (1.0 if maps is not None else 0), 2.45 * rows),
+                             squeeze=False, layout="constrained")
+    vmax = float(np.nanpercentile(maps, 99.5)) if maps is not None and np.isfinite(maps).any() else 1.0
+    im = None
+    for i in range(rows * cols):
+        block = axes[i // cols, (i % cols) * per:(i % cols + 1) * per]
+        for ax in block:
+            ax.set_axis_off()
+        if i >= n:
+            continue
+        j = int(perm[i])
+        ax = block[0]
+        ax.imshow(mixed[i], interpolation="nearest")
+        cap = f"{int(out.y_a[i])}:{float(out.w_a[i]):.2f} {int(out.y_b[i])}:{float(out.w_b[i]):.2f}"
+        if boxes:
+            _rect(ax, params.dst_box[i], edgecolor="white", linestyle="--", linewidth=1)
+        if shown is not None and shown[i].max() >= 0.5:
+            ax.contour(shown[i], levels=[0.5], colors="lime", linewidths=0.8)
+        if truth is not None and bool(truth.keep[i]):
+            cap += f"\ntruth {float(truth.t_a[i]):.2f} {float(truth.t_b[i]):.2f}"
+        ax.set_title(cap, fontsize=8)
+        if maps is not None:
+            for ax, k, box, name in ((block[1], i, params.dst_box[i] if boxes else None, "SPM"),
+                                     (block[2], j, params.src_box[i] if boxes else None, f"partner {j} SPM")):
+                im = ax.imshow(maps[k], cmap="inferno", vmin=0, vmax=vmax, interpolation="bilinear")
+                if box is not None:
+                    _rect(ax, box, edgecolor="cyan", linewidth=1)
+                if parts is not None and float(parts[k].max()) >= 0.5:
+                    ax.contour(parts[k].numpy(), levels=[0.5], colors="lime", linewidths=0.6)
+                ax.set_title(name, fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.5, label="SPM / uniform (1 = average pixel)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""Label fidelity: the part truth of a mixed batch, and how weights are scored against it."""
+
+import numpy as np
+import pytest
+import torch
+
+from dali_snapmix.data import DALILoader, ImageSource, TransformSpec
+from dali_snapmix.fidelity import PartMasks, label_errors, measure, part_truth, summarise
+from dali_snapmix.mix import BlendParams, BoxParams, CutMix, MixedBatch, SnapMix
+from dali_snapmix.models import SmallCNN
+
+
+def _truth_loop(cov: np.ndarray, params: BoxParams):
+    """float64 reference with explicit 0/1 box masks, one sample at a time."""
+    n, h, w = cov.shape
+    t_a, t_b = np.empty(n), np.empty(n)
+    for i in range(n):
+        j = int(params.perm[i])
+        inside_dst = np.zeros((h, w))
+        y0, y1, x0, x1 = params.dst_box[i].tolist()
+        inside_dst[y0:y1, x0:x1] = 1
+        inside_src = np.zeros((h, w))
+        y0, y1, x0, x1 = params.src_box[i].tolist()
+        inside_src[y0:y1, x0:x1] = 1
+        t_a[i] = (cov[i] * (1 - inside_dst)).sum() / cov[i].sum()
+        t_b[i] = (cov[j] * inside_src).sum() / cov[j].sum()
+    return t_a, t_b
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_part_truth_against_a_plain_loop(n):
+    rng = np.random.default_rng(n)
+    h = w = 24
+    cov = torch.from_numpy(rng.random((n, h, w)) * (rng.random((n, h, w)) < 0.2))
+    cov[:, 3, 3] += 0.5  # no empty map
+    # random boxes, plus the edge cases: 1 pixel, the full image, border boxes, an empty box
+    def boxes():
+        b = []
+        for _ in range(n):
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            b.append([y0, rng.integers(y0 + 1, h + 1), x0, rng.integers(x0 + 1, w + 1)])
+        b = np.array(b)
+        specials = [[4, 5, 7, 8], [0, h, 0, w], [0, 6, w - 5, w], [h - 1, h, 0, w]]
+        b[: min(n, 4)] = specials[: min(n, 4)]
+        return torch.from_numpy(b.astype(np.int64))
+    perm = torch.from_numpy(rng.permutation(n).astype(np.int64))
+    perm[0] = 0  # a self-pair
+    p = BoxParams(mix=True, perm=perm, src_box=boxes(), dst_box=boxes())
+    labels = torch.from_numpy(rng.integers(0, 3, n).astype(np.int64))
+    held = torch.ones(n, dtype=torch.float64)
+    t = part_truth(cov, held, labels, p)
+    ref_a, ref_b = _truth_loop(cov.numpy(), p)
+    np.testing.assert_allclose(t.t_a.numpy(), ref_a, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(t.t_b.numpy(), ref_b, rtol=0, atol=1e-12)
+    assert torch.equal(t.same, labels == labels[perm]) and bool(t.same[0])
+    assert bool(t.keep.all())  # every box non-empty here, every crop holds its parts
+    if n >= 2:  # the full-image target box leaves nothing of sample 1 visible
+        assert t.t_a[1] == 0.0
+
+
+def test_part_truth_keeps_only_mixed_samples_whose_crops_hold_their_parts():
+    cov = torch.zeros(4, 8, 8, dtype=torch.float64)
+    cov[:, 2:4, 2:4] = 1.0
+    box = torch.tensor([[0, 4, 0, 4], [0, 0, 0, 4], [0, 4, 0, 4], [0, 4, 0, 4]])  # sample 1: empty target box
+    p = BoxParams(mix=True, perm=torch.tensor([1, 0, 3, 2]), src_box=box, dst_box=box)
+    held = torch.tensor([1.0, 1.0, 0.1, 0.9], dtype=torch.float64)  # sample 2's crop lost most of its parts
+    t = part_truth(cov, held, torch.tensor([0, 1, 2, 3]), p, min_share=0.25)
+    # 0: fine; 1: not mixed; 2: its own parts mostly cut away; 3: its partner's are
+    assert t.keep.tolist() == [True, False, False, False]
+    assert part_truth(cov, held, torch.arange(4), BoxParams(mix=False, perm=p.perm, src_box=box, dst_box=box)).keep.sum() == 0
+    with pytest.raises(ValueError, match="BlendParams"):
+        part_truth(cov, held, torch.arange(4), BlendParams(mix=True, perm=p.perm, lam=torch.ones(4)))
+
+
+def test_label_errors_read_same_label_pairs_as_each_rule_means_them():
+    from dali_snapmix.fidelity import PartTruth
+
+    t = PartTruth(t_a=torch.tensor([0.6, 0.7, 0.2], dtype=torch.float64), t_b=torch.tensor([0.3, 0.1, 0.5], dtype=torch.float64),
+                  same=torch.tensor([False, True, False]), keep=torch.tensor([True, True, False]))
+    y = torch.tensor([0, 1, 2])
+    area = MixedBatch(torch.zeros(3, 1, 1, 1), y, y, torch.tensor([0.5, 0.4, 0.9]), torch.tensor([0.5, 0.6, 0.1]))
+    r = label_errors(area, t, merges_same_label=False)
+    # pair 0: (w_a, w_b) against (t_a, t_b); pair 1: its class weight w_a + w_b = 1.0 against 0.8; pair 2 left out
+    assert r["kind"].tolist() == ["a", "b", "same"]
+    np.testing.assert_allclose(r["weight"], [0.5, 0.5, 1.0], atol=1e-7)
+    np.testing.assert_allclose(r["truth"], [0.6, 0.3, 0.8], atol=1e-12)
+    snap = MixedBatch(torch.zeros(3, 1, 1, 1), y, y, torch.tensor([0.5, 0.75, 0.9]), torch.tensor([0.5, 0.75, 0.1]))
+    r = label_errors(snap, t, merges_same_label=True)  # SnapMix: both weights already hold rho_a + rho_b
+    np.testing.assert_allclose(r["weight"], [0.5, 0.5, 0.75], atol=1e-7)
+    s = summarise([r])
+    assert s["mae_a"] == pytest.approx(0.1) and s["mae_b"] == pytest.approx(0.2) and s["mae_same"] == pytest.approx(0.05)
+    assert s["mae"] == pytest.approx((0.1 + 0.2 + 0.05) / 3) and s["lies"] == 0.0 and s["weights"] == 3
+
+
+def test_measure_scores_a_loader_and_leaves_the_model_as_it_was(birds):
+    """SnapMix's released CAM pass runs in train mode and moves BatchNorm statistics:
+    measure() must hand the model back unchanged. Area labels on symmetric CutMix boxes
+    are scored too, and every kept weight has its truth."""
+    src = ImageSource.from_folder(birds.test_dir)
+    loader = DALILoader(src, batch_size=8, train=True, spec=TransformSpec(resize=40, crop=32), device="cpu", seed=1)
+    masks = PartMasks(src.paths, root=birds.root)
+    model = SmallCNN(12)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for mix in (SnapMix(num_classes=12), CutMix(num_classes=12)):
+        r = measure(mix, model=model, loader=loader, masks=masks, epochs=(0, 1))
+        assert 0 < r["mixed"] <= 2 * len(loader) * 8 and 0 <= r["excluded"] < r["mixed"]
+        assert r["weights"] == 2 * r["pairs_diff"] + r["pairs_same"] > 0 and np.isfinite(r["mae"])
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k

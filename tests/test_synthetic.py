@@ -1,0 +1,102 @@
+"""The embedded set's ground truth: part masks, and their mapping into a sample's crop."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dali_snapmix.data import DALILoader, ImageSource, TransformSpec, plan_epoch
+from dali_snapmix.data.spec import map_to_crop
+from dali_snapmix.data.synthetic import (
+    CLASS_NAMES,
+    FORMAT_VERSION,
+    HEAD_MARKS,
+    WING_BARS,
+    load_part_mask,
+    part_mask_path,
+    render_bird,
+)
+
+
+def test_every_image_has_its_part_mask_drawn_from_the_same_seed(birds):
+    assert f"birds-v{FORMAT_VERSION}-" in birds.root.name and FORMAT_VERSION >= 2  # older caches are rebuilt
+    src = ImageSource.from_folder(birds.test_dir)
+    for path in src.paths:
+        m = birds.part_mask(path)
+        with Image.open(path) as im:
+            assert m.shape == (im.height, im.width)
+        # the generator's own stream for this file, drawn again: same image, same mask
+        label, i = CLASS_NAMES.index(path.parent.name), int(path.stem.rsplit("_", 1)[1])  # generator's label
+        img, parts = render_bird(np.random.default_rng([birds.seed, 1, label, i]), label=label, size=(120, 160),
+                                 with_parts=True)
+        assert np.array_equal(np.asarray(parts, dtype=bool), m)
+        assert 0 < m.mean() < 0.1  # two small parts
+
+
+def test_part_pixels_show_the_wing_bar_or_the_head_mark(birds):
+    """Inside the mask the JPEG shows the class's bar colour or the mark's near-black;
+    a 3-pixel-eroded mask keeps away from the antialiased edges and JPEG ringing."""
+    src = ImageSource.from_folder(birds.train_dir)
+    for path in src.paths[::3]:
+        label = CLASS_NAMES.index(path.parent.name)  # the generator's numbering, not the sorted folders'
+        bar = np.array(list(WING_BARS.values())[label // len(HEAD_MARKS)], dtype=np.float64)
+        m = torch.from_numpy(birds.part_mask(path))[None, None].float()
+        core = (-torch.nn.functional.max_pool2d(-m, 3, 1, 1))[0, 0].numpy() > 0.5
+        rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)[core]
+        near = (np.linalg.norm(rgb - bar, axis=1) < 60) | (np.linalg.norm(rgb - 20.0, axis=1) < 60)
+        assert near.mean() > 0.9, (path, near.mean())
+
+
+def test_part_mask_errors_name_the_file(birds, tmp_path):
+    with pytest.raises(ValueError, match="no part mask at .*nothing.png"):
+        load_part_mask(tmp_path / "nothing.png")
+    with pytest.raises(ValueError, match="is not an image of the set"):
+        part_mask_path(tmp_path / "x.jpg", root=birds.root)
+    assert len(CLASS_NAMES) == 12
+
+
+@pytest.mark.parametrize("hw, resize, crop", [((300, 400), 146, 128), ((120, 160), 40, 32), ((50, 61), 100, 90),
+                                              ((333, 250), 512, 448), ((64, 64), 64, 64)])
+def test_map_to_crop_equals_resizing_cropping_and_flipping_the_mask_image(hw, resize, crop):
+    """Against PIL: resize the whole mask image (antialiased bilinear), crop it at the
+    plan's offset, mirror it; the windows come from the loader's own plan."""
+    rng = np.random.default_rng(hash(hw) % 2**32)
+    h, w = hw
+    mask = rng.random((h, w)) < 0.1
+    plan = plan_epoch(np.array([[h, w]] * 12), spec=TransformSpec(resize=resize, crop=crop), train=True,
+                      batch_size=12, seed=int(rng.integers(1000)), epoch=0)
+    assert plan.flip.any() and not plan.flip.all()
+    for k in range(12):
+        got = map_to_crop(mask, window=plan.window[k].astype(np.float32), flip=bool(plan.flip[k]), crop=crop)
+        (rh, rw), (oy, ox) = plan.rsize[k], plan.offset[k]
+        ref = Image.fromarray(mask.astype(np.float32), "F").resize((int(rw), int(rh)), Image.Resampling.BILINEAR)
+        ref = ref.crop((int(ox), int(oy), int(ox) + crop, int(oy) + crop))
+        if plan.flip[k]:
+            ref = ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        assert got.dtype == torch.float64 and got.shape == (crop, crop)
+        np.testing.assert_allclose(got.numpy(), np.asarray(ref, dtype=np.float64), rtol=0, atol=1e-6)
+
+
+def test_map_to_crop_follows_the_loaders_batches(birds):
+    """The windows and flips a DALI batch reports put the mask on the parts the crop shows:
+    the same mapping applied to the image file reproduces the batch's pixels."""
+    src = ImageSource.from_folder(birds.train_dir)
+    spec = TransformSpec(resize=72, crop=64)
+    b = next(iter(DALILoader(src, batch_size=8, train=True, spec=spec, device="cpu", seed=5)))
+    assert b.flip.any()
+    for k in range(8):
+        rgb = np.asarray(Image.open(src.paths[int(b.indices[k])]).convert("RGB"), dtype=np.float64) / 255
+        chans = [map_to_crop(rgb[..., c], window=b.window[k].numpy(), flip=bool(b.flip[k]), crop=64) for c in range(3)]
+        ref = (torch.stack(chans) - torch.tensor(spec.mean, dtype=torch.float64)[:, None, None]) / torch.tensor(
+            spec.std, dtype=torch.float64)[:, None, None]
+        # the loader's fused filter differs from PIL's near sharp edges (test_loader.py): mean and max bounds
+        d = (b.images[k].double() - ref).abs()
+        assert d.mean() < 0.02 and d.max() < 0.6, (k, d.mean(), d.max())
+
+
+def test_map_to_crop_rejects_what_is_not_a_crop():
+    m = np.zeros((30, 40), dtype=bool)
+    with pytest.raises(ValueError, match=r"window \(0.0, 50.0"):
+        map_to_crop(m, window=(0, 50, 0, 40), flip=False, crop=16)
+    with pytest.raises(ValueError, match="non-empty"):
+        map_to_crop(np.zeros((0, 4)), window=(0, 1, 0, 1), flip=False, crop=1)
