@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test gpu-check lint clean
 
 $(PY):
 	python3 -m venv .venv
@@ -18,6 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check dali_snapmix kernels benchmarks tests train_dali.py
 	$(PY) -m pytest -q
+
+# The prepared GPU check (benchmarks/gpu_check.py): the machine's own Python and packages,
+# this project installed from the working tree without dependencies. Without CUDA it says so.
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf .venv .pytest_cache runs

@@ -266,8 +266,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         mix = build_mixer(cfg, train_src.num_classes, len(train_src), tdev)
         mix.rng = np.random.default_rng([cfg.seed, cfg.epochs, 2])
         b = next(iter(loader))
-        clean = b.images.clone()
-        params = mix.sample(clean, b.labels)
+        params = mix.sample(b.images, b.labels)
         model.train()  # as in training: the released SnapMix CAM pass runs in train mode
         state = {k: v.clone() for k, v in model.state_dict().items()}
         target = mix(b.images, b.labels, model=model, geometry=b, params=params)
@@ -277,7 +276,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
             parts, held = PartMasks(train_src.paths, root=parts_root).in_crops(b, spec.crop)
             if isinstance(params, BoxParams):
                 truth = part_truth(parts, held, b.labels, params)
-        save_sample_grid(out / "samples.png", clean=clean, out=target, params=params, mean=spec.mean, std=spec.std,
+        save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
                          title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: y_a:w_a y_b:w_b")
         del b
@@ -324,7 +323,9 @@ def save_plot(path: Path, history: list[dict], title: str) -> None:
 def train(cfg: Config) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(cfg.device)
-    if world > 1 and not dist.is_initialized():
+    # under torchrun (its env:// variables are set) a process group is made even for one
+    # process, so a one-GPU torchrun run exercises NCCL as a larger one does
+    if (world > 1 or "MASTER_ADDR" in os.environ) and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "gpu" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     if device == "gpu":
@@ -421,7 +422,8 @@ def train(cfg: Config) -> dict:
         except ImportError:
             pass
     if rank == 0:
-        print(f"device={device} world={world} loader={cfg.data_loader} model={cfg.model} mix={cfg.mix} "
+        backend = dist.get_backend() if dist.is_initialized() else "none"
+        print(f"device={device} world={world} backend={backend} loader={cfg.data_loader} model={cfg.model} mix={cfg.mix} "
               f"train={len(train_src)} test={len(test_src)} classes={K} steps/epoch={len(train_loader)} "
               f"normalise mean={spec.mean} std={spec.std}")
 

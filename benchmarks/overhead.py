@@ -3,6 +3,7 @@ step time with the augmentation / step time without it - 1.
 
     python benchmarks/overhead.py                         # ResNet-18, 224 crops, batch 16, CPU
     python benchmarks/overhead.py --model resnet50 --crop 448
+    python benchmarks/overhead.py --device cuda --amp bf16   # bf16 autocast: the step's forward and the CAM pass
 
 The loader is excluded: every step starts from the same pre-loaded batch (a copy of it,
 since mixing works in place; the copy is in every variant). Every method mixes on every
@@ -34,6 +35,7 @@ events on a GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import time
@@ -63,7 +65,7 @@ def reference_snapmix(images, labels, model, head: CAMHead, rng: np.random.Gener
     perm = torch.from_numpy(rng.permutation(n))
     y0, y1, x0, x1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
     a0, a1, b0, b1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
-    wa, wb = torch.ones(n), torch.zeros(n)
+    wa, wb = torch.ones(n, device=images.device), torch.zeros(n, device=images.device)
     if (y1 - y0) * (x1 - x0) > 0 and (a1 - a0) * (b1 - b0) > 0:
         patch = images[perm, :, a0:a1, b0:b1].clone()
         images[:, :, y0:y1, x0:x1] = F.interpolate(patch, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=True)
@@ -91,9 +93,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--plot", default="runs/overhead.png", help="bar chart path ('' to skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refresh-every", type=int, default=5, help="cached mode's exact refresh period, epochs (amortised figure)")
+    ap.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast (CUDA): training forward, "
+                    "SnapMix's CAM pass and the floor's forward alike")
+    ap.add_argument("--json", default="", help="also write the figures to this JSON file")
     a = ap.parse_args(argv)
 
     dev = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if a.amp != "off" and dev.type != "cuda":
+        raise SystemExit(f"--amp {a.amp} is for CUDA runs; this run is on {dev}")
+    amp = a.amp == "bf16"
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     torch.manual_seed(a.seed)
     model = build_model(a.model, num_classes=a.classes).to(dev).train()
     head = CAMHead.of(model)
@@ -104,12 +115,14 @@ def main(argv=None) -> dict:
     # prob 1 for every method: each step pays for a real mix (the papers' prob 0.5 for Mixup
     # and CutOut would make the median a coin toss between mixed and clean steps, and could
     # leave a kernel uncompiled after the warm-up)
-    mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}))
+    mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
+                           **({"autocast": amp} if m == "snapmix" else {}))
               for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
-    mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5)
+    mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5,
+                                         autocast=amp)
     # the cache holds the batch's maps after the warm-up; never stale here (per-step cost)
-    mixers["snapmix-cached"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0,
+    mixers["snapmix-cached"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, autocast=amp,
                                          cache=CAMCache(size=a.batch, refresh_every=1 << 30, device=dev))
     geo_rng = np.random.default_rng(a.seed)
 
@@ -140,7 +153,11 @@ def main(argv=None) -> dict:
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached"):
         mixers[m].exact_cams = timing_cams(mixers[m].exact_cams)
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
-    floor_forward = timing_cams(lambda x: head.features(mixers["snapmix"].cam_input(x)))
+    def bare_forward(x):
+        with autocast():
+            return head.features(mixers["snapmix"].cam_input(x))
+
+    floor_forward = timing_cams(bare_forward)
 
     def step(name: str) -> None:
         x = batch.clone()
@@ -148,7 +165,8 @@ def main(argv=None) -> dict:
         cam_now[0] = 0.0
         t = time.perf_counter()
         if name == "snapmix-reference":
-            target = reference_snapmix(x, labels, model, head, ref_rng)
+            with autocast():  # the release has no autocast; under --amp its CAM pass gets the same as ours
+                target = reference_snapmix(x, labels, model, head, ref_rng)
         elif name == "floor":
             with torch.no_grad():
                 floor_forward(x)
@@ -160,7 +178,9 @@ def main(argv=None) -> dict:
         sync()
         aug_time.setdefault(name, []).append(time.perf_counter() - t)
         cam_time.setdefault(name, []).append(cam_now[0])
-        loss = mixed_cross_entropy(model(target.images), target)
+        with autocast():
+            logits = model(target.images)
+        loss = mixed_cross_entropy(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -215,7 +235,8 @@ def main(argv=None) -> dict:
 
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads; python {platform.python_version()}, "
           f"torch {torch.__version__}; device {dev}")
-    print(f"{a.model}, {a.crop}x{a.crop}, batch {a.batch}, {a.classes} classes, {a.repeats} interleaved rounds, medians")
+    print(f"{a.model}, {a.crop}x{a.crop}, batch {a.batch}, {a.classes} classes, {a.repeats} interleaved rounds, medians"
+          + (", bf16 autocast" if amp else ""))
     print("| method | median step ms | overhead (paired median) | interquartile range | inside the augmentation ms "
           "| of which CAM forward ms | rest, % of a baseline step |")
     print("|---|---|---|---|---|---|---|")
@@ -249,8 +270,17 @@ def main(argv=None) -> dict:
     gap = (over["snapmix"] - over["floor"]) * 100
     print(f"exact-floor {gap:+.1f} pts lowres {over['snapmix-lowres']:+.1%} cached {over['snapmix-cached']:+.1%} "
           f"(amortised {amortised:+.1%})")
-    return {"median_s": med, "overhead": over, "augmentation_s": aug, "cam_s": cam, "beyond_cam": beyond,
-            "cached_amortised": amortised}
+    res = {"median_s": med, "overhead": over, "augmentation_s": aug, "cam_s": cam, "beyond_cam": beyond,
+           "cached_amortised": amortised, "exact_minus_floor_pts": gap,
+           "setting": {"model": a.model, "crop": a.crop, "batch": a.batch, "amp": a.amp, "device": str(dev),
+                       "repeats": a.repeats, "torch": torch.__version__}}
+    if a.json:
+        import json
+        from pathlib import Path
+
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1, default=float))
+    return res
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def _rect(ax, box, **kw) -> None:
         ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, **kw))
 
 
-def save_sample_grid(path: str | Path, *, clean: torch.Tensor, out: MixedBatch, params, mean, std,
+def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
                      cam: torch.Tensor | None = None, parts: torch.Tensor | None = None,
                      truth=None, n: int = 8, title: str = "") -> None:
     """One block per sample: the mixed image (captioned ``y_a:w_a y_b:w_b``), with the

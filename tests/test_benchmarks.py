@@ -77,3 +77,31 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     last = out[-1].split()
     assert last[:3] == ["label", "error", "snapmix"] and float(last[3]) == pytest.approx(rows["snapmix"]["mae"], abs=5e-4)
     assert (tmp_path / "lf" / "label_fidelity.png").stat().st_size > 0
+
+
+def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
+    """The GPU check parses overhead.py's printed table: check its parser on a real (CPU,
+    tiny) run against the JSON the same run wrote, and its junit reader on a tiny file.
+    Without CUDA the check itself says so and exits 0."""
+    import json
+
+    from benchmarks.gpu_check import junit, parse_overhead
+    from benchmarks.gpu_check import main as gpu_check
+
+    js = tmp_path / "o.json"
+    overhead(["--model", "small_cnn", "--crop", "64", "--batch", "4", "--classes", "5", "--repeats", "2",
+              "--warmup", "1", "--plot", "", "--json", str(js)])
+    rows = parse_overhead(capsys.readouterr().out)
+    fig = json.loads(js.read_text())
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 10
+    for m, r in rows.items():
+        assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
+        assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m
+    x = tmp_path / "j.xml"
+    x.write_text('<testsuites><testsuite><testcase classname="a" name="t1" time="0.5"/>'
+                 '<testcase classname="a" name="t2" time="1"><skipped message="no CUDA"/></testcase>'
+                 '<testcase classname="b" name="t3" time="2"><failure message="boom"/></testcase></testsuite></testsuites>')
+    assert [(c["test"], c["outcome"], c["why"]) for c in junit(x)] == [
+        ("a::t1", "passed", ""), ("a::t2", "skipped", "no CUDA"), ("b::t3", "failed", "boom")]
+    assert gpu_check(["--out", str(tmp_path / "g")]) == 0
+    assert "no CUDA device found" in capsys.readouterr().out and not (tmp_path / "g").exists()

@@ -48,3 +48,12 @@ def test_cuda_kernels_compile_to_ptx_without_spills(cc):
         if rep is not None:
             assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, (name, rep)
             assert rep["registers"] > 0, (name, rep)
+
+
+def test_mixing_methods_end_to_end_under_simulator():
+    """Every method with backend="cuda" (simulated) against backend="cpu" on the same params."""
+    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_methods.py")], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all mixing methods agree" in r.stdout
+    for name in ("mixup", "cutmix", "as-cutmix", "cutout", "snapmix released", "snapmix improved", "snapmix symmetric"):
+        assert f"ok {name}" in r.stdout, name

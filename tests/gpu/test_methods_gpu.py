@@ -1,0 +1,114 @@
+"""Every mixing method end to end with CUDA tensors against the CPU backend on the same
+params; SnapMix's autocast and channels_last CAM passes; the CAM cache on CUDA.
+
+Skipped without CUDA (make gpu-check runs it on a GPU machine)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dali_snapmix.mix import CAMCache, CutMix, CutOut, Mixup, SnapMix
+from dali_snapmix.models import SmallCNN
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: tests/gpu/ runs on a GPU "
+                                "machine (make gpu-check)")
+K = 5
+
+
+def _batch(n=9, side=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, side, side, generator=g)
+    y = torch.randint(0, K, (n,), generator=g)
+    y[1] = y[0]
+    return x, y
+
+
+def _models():
+    torch.manual_seed(0)
+    cpu = SmallCNN(K).train()
+    return cpu, copy.deepcopy(cpu).cuda()
+
+
+METHODS = {
+    "mixup": lambda: Mixup(prob=1.0, num_classes=K),
+    "mixup per-sample": lambda: Mixup(prob=1.0, per_sample=True, num_classes=K),
+    "cutmix": lambda: CutMix(num_classes=K),
+    "as-cutmix": lambda: CutMix(asymmetric=True, num_classes=K),
+    "cutout": lambda: CutOut(prob=1.0, num_classes=K),
+    "snapmix": lambda: SnapMix(num_classes=K),
+    "snapmix improved": lambda: SnapMix(semantics="improved", num_classes=K),
+    "snapmix lowres": lambda: SnapMix(cam_resolution=0.5, num_classes=K),
+}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_on_cuda_equals_cpu(name):
+    x, y = _batch()
+    m_cpu, m_gpu = _models()
+    mix = METHODS[name]()
+    for rep in range(3):
+        mix.rng = np.random.default_rng(rep)
+        params = mix.sample(x, y)
+        # the CAM pass (train mode) moves BatchNorm statistics: give both devices the same start
+        m_gpu.load_state_dict(m_cpu.state_dict())
+        cpu = mix(x.clone(), y, params=params, model=m_cpu)
+        gpu = mix(x.cuda(), y.cuda(), params=params, model=m_gpu)
+        assert gpu.images.is_cuda and gpu.w_a.is_cuda
+        assert torch.equal(gpu.y_a.cpu(), cpu.y_a) and torch.equal(gpu.y_b.cpu(), cpu.y_b)
+        torch.testing.assert_close(gpu.images.cpu(), cpu.images, rtol=0, atol=1e-5)
+        # SnapMix's weights come from each device's own conv: cuDNN against oneDNN in float32
+        tol = 1e-4 if name.startswith("snapmix") else 1e-6
+        torch.testing.assert_close(gpu.w_a.cpu(), cpu.w_a, rtol=0, atol=tol)
+        torch.testing.assert_close(gpu.w_b.cpu(), cpu.w_b, rtol=0, atol=tol)
+
+
+def test_snapmix_autocast_and_channels_last_cam_passes():
+    """bf16 autocast runs the CAM forward in bfloat16 (seen by a hook) and keeps the
+    weights near the float32 ones; channels_last changes the layout, not the weights."""
+    x, y = _batch(seed=3)
+    _, model = _models()
+    seen = []
+    h = model.features.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    runs = {}
+    for name, opts in {"fp32": {}, "bf16": {"autocast": True}, "cl": {"channels_last": True}}.items():
+        mix = SnapMix(num_classes=K, **opts)
+        mix.rng = np.random.default_rng(0)
+        params = mix.sample(x, y)
+        state = copy.deepcopy(model.state_dict())
+        runs[name] = mix(x.cuda(), y.cuda(), params=params, model=model)
+        model.load_state_dict(state)
+    h.remove()
+    assert seen == [torch.float32, torch.bfloat16, torch.float32]
+    for w in ("w_a", "w_b"):
+        torch.testing.assert_close(getattr(runs["cl"], w), getattr(runs["fp32"], w), rtol=0, atol=1e-4)
+        assert (getattr(runs["bf16"], w) - getattr(runs["fp32"], w)).abs().max() < 0.05
+
+
+def test_cam_cache_on_cuda_equals_cpu():
+    g = torch.Generator().manual_seed(5)
+    n = 6
+    cam = torch.randn(n, 4, 4, generator=g, dtype=torch.float64)
+    win = torch.tensor([[0, 64, 0, 64], [10, 74, 5, 69], [0, 50, 0, 50], [3, 40, 3, 40], [0, 80, 20, 100],
+                        [5, 69, 5, 69]], dtype=torch.float32)
+    flip = torch.tensor([False, True, False, True, True, False])
+    new_win = win + torch.tensor([4.0, 4.0, -2.0, -2.0])
+    caches = {d: CAMCache(size=10, device=d) for d in ("cpu", "cuda")}
+    idx = torch.tensor([0, 2, 4, 6, 8, 9])
+    out = {}
+    for d, c in caches.items():
+        c.store(idx, cam.to(d), win, flip, epoch=0)
+        out[d] = c.project(idx, new_win, ~flip)
+        assert out[d].device.type == d
+        assert bool(c.fresh(idx, 1).all()) and not bool(c.fresh(torch.tensor([1]), 1).any())
+    torch.testing.assert_close(out["cuda"].cpu(), out["cpu"], rtol=0, atol=1e-6)
+    # end to end: SnapMix with a cache on CUDA re-projects instead of running the CAM pass
+    x, y = _batch(n=8, seed=4)
+    _, model = _models()
+    geo = type("G", (), {"indices": torch.arange(8), "window": torch.tensor([[0.0, 64, 0, 64]] * 8),
+                         "flip": torch.zeros(8, dtype=torch.bool)})()
+    mix = SnapMix(num_classes=K, cache=CAMCache(size=8, device="cuda"))
+    mix(x.cuda(), y.cuda(), model=model, geometry=geo)
+    mix(x.cuda(), y.cuda(), model=model, geometry=geo)
+    assert mix.cache_stats["exact"] == 8 and mix.cache_stats["cached"] == 8
