@@ -15,7 +15,7 @@ Rows: CutMix and asymmetric CutMix (area labels); SnapMix exact at the training 
 and at larger crops of the same model (finer CAMs), its low-resolution mode, its cached
 mode (maps one epoch old: the previous epoch's crops, the previous epoch's model), and
 SnapMix with the CAMs of the model after its first epoch; a sanity row (weights = the
-truth: zero error) and a shuffled-truth row (the truth of another sample of the batch:
+truth: zero error, up to the float32 rounding of the label contract's weights) and a shuffled-truth row (the truth of another sample of the batch:
 the error of a useless label). Prints a table and a last line
 ``label error snapmix X cutmix Y as-cutmix Z`` (mean absolute error over all weights);
 writes label_fidelity.json (every number, every weight) and label_fidelity.png (weight

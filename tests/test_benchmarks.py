@@ -66,7 +66,8 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     rep = fidelity(["--quick", "--out", str(tmp_path / "lf")])
     out = capsys.readouterr().out.strip().splitlines()
     rows = rep["rows"]
-    assert rows["truth (sanity)"]["mae"] == 0.0 and rows["truth (sanity)"]["weights"] > 0
+    # zero up to the float32 rounding of the contract's weights
+    assert rows["truth (sanity)"]["mae"] < 1e-7 and rows["truth (sanity)"]["weights"] > 0
     assert rows["shuffled truth"]["mae"] > 0.05
     for name in ("cutmix", "as-cutmix", "snapmix", "snapmix @48", "snapmix-lowres", "snapmix-cached",
                  "snapmix, epoch-1 CAMs"):

@@ -15,8 +15,11 @@ import torch
 HERE = Path(__file__).parent
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: tests/gpu/ runs on a GPU machine (make gpu-check)")
-@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer is not on PATH")
+WHY_NOT = ("no CUDA device: tests/gpu/ runs on a GPU machine (make gpu-check)" if not torch.cuda.is_available()
+           else "compute-sanitizer is not on PATH" if shutil.which("compute-sanitizer") is None else "")
+
+
+@pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
 def test_kernels_are_clean_under_memcheck():
     # the small cases: memcheck slows every access down by orders of magnitude
     cmd = ["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "97", "--report-api-errors", "no",
