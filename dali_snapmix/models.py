@@ -176,7 +176,11 @@ class MidLevel(nn.Module):
         self._mid = output
 
     def forward(self, x: torch.Tensor):
+        self._mid = None
         out = self.backbone(x)
+        if self._mid is None:
+            raise RuntimeError(f"MidLevel: the hooked layer did not run in {type(self.backbone).__name__}'s forward, "
+                               f"so there is no mid-level feature map for the branch (is it the backbone's own module?)")
         mid = self.conv(self._mid.detach())  # no gradient into the backbone
         return out, self.fc(torch.amax(mid, dim=(2, 3)))
 

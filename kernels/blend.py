@@ -189,7 +189,7 @@ def mask_blend_reference(images, *, perm, masks):
 
 def _check_weights(name: str, w, shape: tuple[int, ...]) -> None:
     if not isinstance(w, torch.Tensor) or w.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{name} must be a float32 tensor, got {getattr(w, 'dtype', type(w).__name__)}")
+        raise ValueError(f"{name} must be a float32 or float64 tensor, got {getattr(w, 'dtype', type(w).__name__)}")
     if tuple(w.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(w.shape)}")
     if not bool(torch.isfinite(w).all()):

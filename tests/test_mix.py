@@ -408,3 +408,23 @@ def test_bad_arguments_quote_the_value():
         mix(x[0], torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="int64"):
         mix(x, torch.tensor([0.0, 1.0, 2.0]))
+
+
+def test_error_messages_name_what_is_wrong():
+    """2-D labels: the message gives the shape, not just the (right) dtype; blend takes
+    float64 weights and says so; MidLevel without its hook's output says why."""
+    from dali_snapmix.kernels import blend
+
+    from dali_snapmix.mix import CutMix
+    from dali_snapmix.models import MidLevel, SmallCNN
+
+    x = torch.randn(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"got torch.int64 of shape \(4, 1\)"):
+        CutMix(num_classes=3)(x, torch.zeros(4, 1, dtype=torch.int64))
+    with pytest.raises(ValueError, match="float32 or float64 tensor, got torch.int64"):
+        blend(x, perm=torch.arange(4), weights=torch.ones(4, dtype=torch.int64))
+    blend(x, perm=torch.arange(4), weights=torch.ones(4, dtype=torch.float64))  # accepted, as the message says
+    body = SmallCNN(3)
+    stray = torch.nn.Conv2d(64, 64, 1)  # not part of the backbone: its hook never fires
+    with pytest.raises(RuntimeError, match="the hooked layer did not run in SmallCNN's forward"):
+        MidLevel(body, stray, 64, 3)(torch.randn(2, 3, 32, 32))

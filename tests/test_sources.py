@@ -106,3 +106,16 @@ def test_gray_cmyk_png_and_tiny_images_come_out_rgb(tmp_path):
         std = torch.tensor(spec.std)[:, None, None]
         raw = gray * std + mean
         assert (raw[0] - raw[1]).abs().max() < 2 / 255 and (raw[1] - raw[2]).abs().max() < 2 / 255
+
+
+def test_an_empty_class_folder_is_an_error_unless_allowed(tmp_path, birds):
+    """c0/ with an image and an empty c1/: two classes were meant, one exists."""
+    import shutil
+
+    (tmp_path / "c0").mkdir()
+    (tmp_path / "c1").mkdir()
+    shutil.copy(next(birds.train_dir.rglob("*.jpg")), tmp_path / "c0" / "a.jpg")
+    with pytest.raises(ValueError, match=r"class folders without image files .* \['c1'\]; .*allow_empty=True"):
+        ImageSource.from_folder(tmp_path)
+    src = ImageSource.from_folder(tmp_path, allow_empty=True)
+    assert src.classes == ("c0", "c1") and len(src) == 1 and src.labels.tolist() == [0]

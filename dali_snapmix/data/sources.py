@@ -87,8 +87,12 @@ class ImageSource:
 
     # -- constructors ------------------------------------------------------------
     @classmethod
-    def from_folder(cls, root: str | os.PathLike, *, on_bad_file: OnBadFile = "error") -> ImageSource:
-        """ImageFolder layout: ``root/<class>/<image>``; classes sorted by name."""
+    def from_folder(cls, root: str | os.PathLike, *, on_bad_file: OnBadFile = "error",
+                    allow_empty: bool = False) -> ImageSource:
+        """ImageFolder layout: ``root/<class>/<image>``; classes sorted by name. A class
+        folder without image files is an error (the label space would silently stop
+        matching the folders), unless ``allow_empty=True`` keeps it as a class with no
+        samples (torchvision's ImageFolder has the same switch)."""
         root = _existing_dir(root)
         classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
         if not classes:
@@ -104,6 +108,11 @@ class ImageSource:
             raise ValueError(
                 f"no image files ({', '.join(IMG_EXTENSIONS)}) under the class folders of {root}"
             )
+        present = set(labels)
+        empty = [c for k, c in enumerate(classes) if k not in present]
+        if empty and not allow_empty:
+            raise ValueError(f"class folders without image files ({', '.join(IMG_EXTENSIONS)}) in {root}: {empty}; "
+                             f"remove them, or pass allow_empty=True to keep them as classes with no samples")
         return cls._scan(files, labels, tuple(classes), on_bad_file)
 
     @classmethod

@@ -104,7 +104,8 @@ class MixMethod:
                 f"of shape {tuple(getattr(images, 'shape', ()))}"
             )
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"labels must be an int64 tensor of shape (N,), got {getattr(labels, 'dtype', type(labels).__name__)}")
+            raise ValueError(f"labels must be an int64 (or int32) tensor of shape (N,), got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} of shape {tuple(getattr(labels, 'shape', ()))}")
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
         if labels.numel():
