@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -490,8 +491,6 @@ def train(cfg: Config) -> dict:
                          "epoch": epoch + 1, "history": history, "rng": rng, "loader": {"seed": cfg.seed, "epoch": epoch + 1},
                          "config": dataclasses.asdict(cfg)}, out / "last.pt")
             if epoch + 1 in kept:
-                import shutil
-
                 shutil.copyfile(out / "last.pt", out / f"epoch{epoch + 1}.pt")
             acc = "" if top1 is None else f" top1 {top1:.4f}" + (f" fused {fused:.4f}" if cfg.midlevel else "")
             if "cams" in row:
