@@ -255,7 +255,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     training batch mixed and drawn (samples.png), and the method's label error on the
     embedded test split (dali_snapmix/fidelity.py). Draws from its own generators, after
     the run, so it changes nothing the run computed."""
-    from dali_snapmix.fidelity import PartMasks, measure, part_truth
+    from dali_snapmix.fidelity import PartMasks, measure, part_truth, snapshot
     from dali_snapmix.mix import BoxParams, CutMix, SnapMix
     from dali_snapmix.viz import save_sample_grid
 
@@ -269,9 +269,9 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         b = next(iter(loader))
         params = mix.sample(b.images, b.labels)
         model.train()  # as in training: the released SnapMix CAM pass runs in train mode
-        state = {k: v.clone() for k, v in model.state_dict().items()}
+        restore = snapshot(model)
         target = mix(b.images, b.labels, model=model, geometry=b, params=params)
-        model.load_state_dict(state)
+        restore()
         parts = truth = None
         if parts_root is not None:
             parts, held = PartMasks(train_src.paths, root=parts_root).in_crops(b, spec.crop)

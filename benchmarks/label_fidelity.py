@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from dali_snapmix import kernels  # noqa: E402
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader  # noqa: E402
-from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, summarise  # noqa: E402
+from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, snapshot, summarise  # noqa: E402
 from dali_snapmix.mix import CAMCache, CutMix, MixedBatch, MixMethod, SnapMix  # noqa: E402
 from dali_snapmix.models import build_model, input_normalisation  # noqa: E402
 from train_dali import BIRDS, parse_args, train  # noqa: E402
@@ -105,14 +105,14 @@ def train_model(a, data_root: Path, out: Path) -> Path:
 
 def fill_cache(mix: SnapMix, model, loader, epoch: int) -> None:
     """Exact CAMs of every sample of ``loader``'s epoch ``epoch`` into the mixer's cache."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    restore = snapshot(model)
     model.train()
     mix.cache.epoch.fill_(-1)
     mix.set_epoch(epoch)
     loader.set_epoch(epoch)
     for b in loader:
         mix.cams(b.images, b.labels.to(torch.int64), model, geometry=b)
-        model.load_state_dict(state)
+        restore()
 
 
 def plot(path: Path, rows: dict[str, dict]) -> None:

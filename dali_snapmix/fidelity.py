@@ -26,12 +26,19 @@ import torch
 from .data.spec import map_to_crop
 from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
-from .mix.boxes import box_area
 from .mix.params import BoxParams
 
-__all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "part_truth", "summarise"]
+__all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "measure", "part_truth", "snapshot", "summarise"]
 
 LIE = 0.3  # a weight further than this from the truth is counted as a lie
+
+
+def snapshot(model: torch.nn.Module):
+    """A function that puts ``model``'s weights and buffers back as they are now: the
+    released SnapMix CAM pass runs in train mode and moves BatchNorm statistics, which a
+    measurement must not do."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return lambda: model.load_state_dict(state)
 
 
 class PartMasks:
@@ -65,11 +72,13 @@ class PartMasks:
 @dataclass(frozen=True)
 class PartTruth:
     """Per sample, float64 (N,) / bool (N,): the truth ``t_a``, ``t_b``; ``same``: the
-    pair shares its label; ``keep``: mixed, and both crops hold their parts."""
+    pair shares its label; ``mixed``: a paste happened; ``keep``: mixed, and both crops
+    hold their parts."""
 
     t_a: torch.Tensor
     t_b: torch.Tensor
     same: torch.Tensor
+    mixed: torch.Tensor
     keep: torch.Tensor
 
 
@@ -91,10 +100,10 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
     total = cov.sum(dim=(1, 2))
     t_a = 1.0 - _inside(cov, params.dst_box.cpu()) / total.clamp_min(1e-12)
     t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
-    live = (box_area(params.src_box) > 0).cpu() & (box_area(params.dst_box) > 0).cpu() & bool(params.mix)
+    live = params.live.cpu() & bool(params.mix)
     keep = live & (held >= min_share) & (held[perm] >= min_share)
     y = labels.cpu()
-    return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], keep=keep)
+    return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], mixed=live, keep=keep)
 
 
 def label_errors(out: MixedBatch, truth: PartTruth, *, merges_same_label: bool) -> dict[str, np.ndarray]:
@@ -137,7 +146,7 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
     are restored after every batch (the released SnapMix CAM pass updates the statistics).
     Returns :func:`summarise`'s figures, ``excluded`` (mixed samples without truth),
     ``mixed`` and the raw ``rows``."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    restore = snapshot(model)
     was_training = model.training
     model.train()
     rows, mixed, excluded = [], 0, 0
@@ -150,11 +159,10 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
                 cov, held = masks.in_crops(b, loader.spec.crop)
                 params = mix.sample(b.images, b.labels)
                 out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b)
-                model.load_state_dict(state)
+                restore()
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)
-                live = (box_area(params.src_box) > 0) & (box_area(params.dst_box) > 0) & bool(params.mix)
-                mixed += int(live.sum())
-                excluded += int(live.sum() - truth.keep.sum())
+                mixed += int(truth.mixed.sum())
+                excluded += int(truth.mixed.sum() - truth.keep.sum())
                 rows.append(label_errors(out, truth, merges_same_label=mix.merges_same_label))
     finally:
         model.train(was_training)

@@ -6,22 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import kernels
+from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
 from .mix.params import BoxParams
 
-__all__ = ["save_sample_grid", "spm"]
-
-
-def spm(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """SnapMix Eq. 5: CAMs (N, h, w) upsampled bilinearly (align_corners=False) to
-    ``size``, minus their minimum, over their sum: float64 (N, H, W), each summing to 1
-    (NaN for a constant map)."""
-    up = F.interpolate(cam[:, None].double(), size=size, mode="bilinear", align_corners=False)[:, 0]
-    up = up - up.amin((1, 2), keepdim=True)
-    return up / up.sum((1, 2), keepdim=True)
+__all__ = ["save_sample_grid"]
 
 
 def _unnormalise(images: torch.Tensor, mean, std) -> np.ndarray:
@@ -64,7 +55,7 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=True, backend="reference")
         shown = shown[:, 0].numpy()
-    maps = spm(cam.cpu(), (h, w)).numpy() * (h * w) if cam is not None else None
+    maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
     per = 3 if maps is not None else 1
     cols = 2 if maps is not None else 4
     rows = -(-n // cols)
@@ -87,7 +78,8 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         if shown is not None and shown[i].max() >= 0.5:
             ax.contour(shown[i], levels=[0.5], colors="lime", linewidths=0.8)
         if truth is not None and bool(truth.keep[i]):
-            cap += f"\ntruth {float(truth.t_a[i]):.2f} {float(truth.t_b[i]):.2f}"
+            # shares are >= 0: a -1e-17 from rounding would print as "-0.00"
+            cap += f"\ntruth {max(0.0, float(truth.t_a[i])):.2f} {max(0.0, float(truth.t_b[i])):.2f}"
         ax.set_title(cap, fontsize=8)
         if maps is not None:
             for ax, k, box, name in ((block[1], i, params.dst_box[i] if boxes else None, "SPM"),

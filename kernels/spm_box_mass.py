@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import _dispatch as D
 from ._target import Target, build, nvtx_range, rebind
 
-__all__ = ["spm_box_mass", "spm_box_mass_reference"]
+__all__ = ["spm_box_mass", "spm_box_mass_reference", "spm_reference"]
 
 
 # ---------------------------------------------------------------- per-axis tables (host)
@@ -201,13 +201,19 @@ D.register("spm_box_mass", "cpu")(_numba("cpu"))
 D.register("spm_box_mass", "cuda")(_numba("cuda"))
 
 
+def spm_reference(cams, *, image_size, precision=torch.float64):
+    """SnapMix Eq. 5 materialised: (N, H, W) CAMs upsampled bilinearly (align_corners=False)
+    to ``image_size``, minus their minimum, over their sum (NaN for a constant map)."""
+    up = F.interpolate(cams[:, None].to(precision), size=tuple(image_size), mode="bilinear", align_corners=False)[:, 0]
+    up = up - up.amin(dim=(1, 2), keepdim=True)
+    return up / up.sum(dim=(1, 2), keepdim=True)
+
+
 @D.register("spm_box_mass", "reference")
 def spm_box_mass_reference(cams, boxes, *, image_size, precision=torch.float64):
     """Materialise the SPM at full resolution (float64; the authors' code: float32) and
     sum it inside each box."""
-    up = F.interpolate(cams[:, None].to(precision), size=tuple(image_size), mode="bilinear", align_corners=False)[:, 0]
-    up = up - up.amin(dim=(1, 2), keepdim=True)
-    spm = up / up.sum(dim=(1, 2), keepdim=True)
+    spm = spm_reference(cams, image_size=image_size, precision=precision)
     out = torch.empty(boxes.shape[:2], dtype=torch.float64, device=cams.device)
     for b in range(boxes.shape[0]):
         for k in range(boxes.shape[1]):

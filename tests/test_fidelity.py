@@ -76,7 +76,8 @@ def test_label_errors_read_same_label_pairs_as_each_rule_means_them():
     from dali_snapmix.fidelity import PartTruth
 
     t = PartTruth(t_a=torch.tensor([0.6, 0.7, 0.2], dtype=torch.float64), t_b=torch.tensor([0.3, 0.1, 0.5], dtype=torch.float64),
-                  same=torch.tensor([False, True, False]), keep=torch.tensor([True, True, False]))
+                  same=torch.tensor([False, True, False]), mixed=torch.ones(3, dtype=torch.bool),
+                  keep=torch.tensor([True, True, False]))
     y = torch.tensor([0, 1, 2])
     area = MixedBatch(torch.zeros(3, 1, 1, 1), y, y, torch.tensor([0.5, 0.4, 0.9]), torch.tensor([0.5, 0.6, 0.1]))
     r = label_errors(area, t, merges_same_label=False)

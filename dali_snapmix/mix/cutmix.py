@@ -34,7 +34,7 @@ def sample_box_params(method: MixMethod, images: torch.Tensor, *, prob: float, b
 
 def paste(images: torch.Tensor, params: BoxParams, *, backend: str, tag: str) -> torch.Tensor:
     """Which samples get a paste (both boxes non-empty) and do it; returns that mask."""
-    live = (box_area(params.src_box) > 0) & (box_area(params.dst_box) > 0)
+    live = params.live
     kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                           align_corners=True, backend=backend, tag=tag)
     return live

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .boxes import rand_boxes
+from .boxes import box_area, rand_boxes
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class BoxParams:
     perm: torch.Tensor
     src_box: torch.Tensor
     dst_box: torch.Tensor
+
+    @property
+    def live(self) -> torch.Tensor:
+        """bool (N,): which samples get a paste (both boxes non-empty; the coin aside)."""
+        return (box_area(self.src_box) > 0) & (box_area(self.dst_box) > 0)
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,7 @@ class SnapMix(MixMethod):
         dev = images.device
         y = labels.to(dev, torch.int64)
         perm = params.perm.to(dev)
-        live = (box_area(params.src_box) > 0) & (box_area(params.dst_box) > 0)
+        live = params.live
         self._armed = None
         if not params.mix or not bool(live.any()):
             if self.cache is not None and model is not None and geometry is not None and model.training:
