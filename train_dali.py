@@ -421,7 +421,8 @@ def train(cfg: Config) -> dict:
 
             writer = SummaryWriter(str(out / "tb"))
         except ImportError:
-            pass
+            print("tensorboard is not installed: no tb/ logs, log.jsonl only (extra 'tensorboard': "
+                  "pip install 'dali-snapmix[tensorboard]')")
     if rank == 0:
         backend = dist.get_backend() if dist.is_initialized() else "none"
         print(f"device={device} world={world} backend={backend} loader={cfg.data_loader} model={cfg.model} mix={cfg.mix} "

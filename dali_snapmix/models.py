@@ -58,7 +58,8 @@ def build_model(name: str, *, num_classes: int) -> nn.Module:
         try:
             import timm
         except ImportError as e:
-            raise ValueError(f"model {name!r} needs timm: pip install timm") from e
+            raise ValueError(f"model {name!r} needs timm (extra 'accuracy'): pip install 'dali-snapmix[accuracy]' "
+                             "or pip install timm") from e
         if name[5:] not in timm.list_models():
             raise ValueError(f"timm has no model {name[5:]!r}")
         return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)

@@ -15,7 +15,9 @@ kernel rounds exactly like ``tensor.half()`` (round to nearest even) everywhere.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 import types
 from collections.abc import Callable
 
@@ -114,7 +116,10 @@ def rebind(fn: Callable, **deps) -> Callable:
         raise ValueError(f"{fn.__name__} does not use the globals {missing}")
     g = dict(fn.__globals__)
     g.update(deps)
-    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    f = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    f.__qualname__, f.__module__ = fn.__qualname__, fn.__module__
+    f._rebound = {**getattr(fn, "_rebound", {}), **deps}  # what variant this is: the disk cache's key
+    return f
 
 
 def build(target: str, kernel: Callable, **deps) -> Callable:
@@ -123,11 +128,98 @@ def build(target: str, kernel: Callable, **deps) -> Callable:
     if target == "cpu":
         import numba
 
-        # no cache=True: Numba would key the cache on this file only, not on the helpers
-        return numba.njit(parallel=True, error_model="numpy")(f)
+        return _disk_cached(numba.njit(parallel=True, error_model="numpy")(f))
     from numba import cuda
 
     return cuda.jit(f)
+
+
+# ---------------------------------------------------------------- the CPU kernels' disk cache
+
+
+def variant_key(obj) -> str:
+    """A kernel or helper with everything :func:`rebind` gave it, recursively, as text:
+    the same function body built with other helpers (float16 loads, the SIMD gather)
+    is another variant and must not share a cache entry."""
+    py = getattr(obj, "py_func", obj)  # a Numba dispatcher: its Python function
+    if isinstance(py, (types.FunctionType, type)):
+        name = f"{py.__module__}.{py.__qualname__}"
+    else:
+        return repr(py)
+    deps = getattr(py, "_rebound", {})
+    return name + ("[" + ",".join(f"{k}={variant_key(v)}" for k, v in sorted(deps.items())) + "]" if deps else "")
+
+
+@functools.cache
+def sources_digest() -> str:
+    """Every kernel source file: a helper's edit changes every kernel that may inline it."""
+    h = hashlib.sha256()
+    for path in sorted(os.scandir(os.path.dirname(__file__)), key=lambda e: e.name):
+        if path.name.endswith(".py"):
+            with open(path.path, "rb") as fh:
+                h.update(path.name.encode() + b"\0" + fh.read())
+    return h.hexdigest()
+
+
+def cache_dir() -> str:
+    """Where compiled CPU kernels are kept: DALI_SNAPMIX_KERNEL_CACHE_DIR, else
+    NUMBA_CACHE_DIR, else ~/.cache/dali_snapmix; one folder per state of kernels/."""
+    root = (os.environ.get("DALI_SNAPMIX_KERNEL_CACHE_DIR") or os.environ.get("NUMBA_CACHE_DIR")
+            or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dali_snapmix"))
+    return os.path.join(root, "kernels-" + sources_digest()[:16])
+
+
+def _disk_cached(dispatcher):
+    """Numba's on-disk cache, keyed on the content of every file in kernels/ and on the
+    variant (Numba's own key is the kernel's file, its path and its bytecode, blind to the
+    helpers bound in, and a copy elsewhere, such as an install, starts cold): a process
+    loads a compiled kernel in milliseconds instead of compiling it for seconds.
+    DALI_SNAPMIX_KERNEL_CACHE=0 turns it off (each process compiles, as Numba does
+    without a cache); where no cache folder is writable, the same."""
+    if os.environ.get("DALI_SNAPMIX_KERNEL_CACHE", "1") == "0":
+        return dispatcher
+    from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
+
+    class ContentLocator(_CacheLocator):
+        def __init__(self, py_func) -> None:
+            self._path, self._lineno = cache_dir(), py_func.__code__.co_firstlineno
+
+        def get_cache_path(self) -> str:
+            return self._path
+
+        def get_source_stamp(self) -> str:
+            return sources_digest()
+
+        def get_disambiguator(self) -> str:
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            self = cls(py_func)
+            try:
+                self.ensure_cache_path()
+            except OSError:
+                return None
+            return self
+
+    class Impl(CompileResultCacheImpl):
+        _locator_classes = [ContentLocator]
+
+    class VariantCache(FunctionCache):
+        _impl_class = Impl
+
+        def __init__(self, py_func, variant: str) -> None:
+            self._variant = variant
+            super().__init__(py_func)
+
+        def _index_key(self, sig, codegen):
+            return (*super()._index_key(sig, codegen), self._variant)
+
+    try:
+        dispatcher._cache = VariantCache(dispatcher.py_func, variant_key(dispatcher.py_func))
+    except RuntimeError:  # no writable cache folder
+        pass
+    return dispatcher
 
 
 # ---------------------------------------------------------------- profiling
@@ -146,11 +238,35 @@ class _Range:
         self.domain.pop_range()
 
 
-@functools.cache
-def nvtx_range(name: str) -> _Range:
-    """An NVTX range (seen by Nsight Systems) for ``with``. Domain and attributes are
-    looked up once per name: ``nvtx.annotate`` rebuilds them on every call (~30 us
-    with cold caches). Without a profiler the domain is nvtx's no-op one."""
-    import nvtx
+class _TorchRange:
+    """The same range through ``torch.cuda.nvtx`` (default domain, no extra package);
+    a no-op on a torch built without CUDA, whose NVTX calls would raise."""
 
+    def __init__(self, name: str) -> None:
+        import torch
+
+        self.message = name
+        self.nvtx = torch.cuda.nvtx if hasattr(torch._C, "_nvtx") else None
+
+    def __enter__(self) -> None:
+        if self.nvtx is not None:
+            self.nvtx.range_push(self.message)
+
+    def __exit__(self, *exc) -> None:
+        if self.nvtx is not None:
+            self.nvtx.range_pop()
+
+
+@functools.cache
+def nvtx_range(name: str) -> _Range | _TorchRange:
+    """An NVTX range (seen by Nsight Systems) for ``with``.
+
+    With the ``nvtx`` package (extra ``profile``) the range is in the ``dali_snapmix``
+    domain, its attributes looked up once per name (``nvtx.annotate`` rebuilds them on
+    every call, ~30 us with cold caches). Without it, torch's own NVTX calls put the same
+    name in the default domain. Without a profiler attached both are no-ops."""
+    try:
+        import nvtx
+    except ImportError:
+        return _TorchRange(name)
     return _Range(nvtx.get_domain("dali_snapmix"), name)

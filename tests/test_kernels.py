@@ -8,6 +8,7 @@ images; float16: 2e-3 (one half-precision step at |x| < 4); SPM masses: 1e-5 rel
 
 import importlib
 import os
+import re
 
 import pytest
 import torch
@@ -298,7 +299,7 @@ def test_bad_input_is_named():
 def test_every_kernel_opens_its_nvtx_range(g, monkeypatch):
     """Each call pushes and pops one range named <tag>/<kernel> in the dali_snapmix
     domain (what the README's Nsight commands filter on)."""
-    import nvtx
+    nvtx = pytest.importorskip("nvtx")
     from dali_snapmix.kernels import _target
 
     log = []
@@ -329,3 +330,77 @@ def test_every_kernel_opens_its_nvtx_range(g, monkeypatch):
     names = ["snapmix/paste_resized", "mix/spm_box_mass", "mix/blend", "mix/mask_blend", "cutout/fill_box"]
     assert log == [e for n in names for e in (("push", n), ("pop",))]
     assert set(domains) == {"dali_snapmix"}
+
+
+def test_without_the_nvtx_package_the_ranges_go_through_torch(g, monkeypatch):
+    """The GPU machine's image has no nvtx module: the same names, pushed and popped by
+    torch.cuda.nvtx (a no-op without a profiler), and the kernels still run."""
+    import sys
+
+    from dali_snapmix.kernels import _target
+
+    log = []
+    monkeypatch.setitem(sys.modules, "nvtx", None)  # import nvtx -> ImportError
+    monkeypatch.setattr(torch.cuda.nvtx, "range_push", lambda msg: log.append(("push", msg)))
+    monkeypatch.setattr(torch.cuda.nvtx, "range_pop", lambda: log.append(("pop",)))
+    _target.nvtx_range.cache_clear()
+    try:
+        x = torch.randn(2, 3, 8, 8, generator=g)
+        want = x.clone()
+        box = torch.tensor([[0, 4, 0, 4], [2, 8, 2, 8]])
+        fill_box(x, boxes=box, tag="cutout")
+        spm_box_mass(torch.randn(2, 2, 2, generator=g), box, image_size=(8, 8))
+    finally:
+        _target.nvtx_range.cache_clear()
+    assert log == [("push", "cutout/fill_box"), ("pop",), ("push", "mix/spm_box_mass"), ("pop",)]
+    want[0, :, 0:4, 0:4] = 0.0
+    want[1, :, 2:8, 2:8] = 0.0
+    assert torch.equal(x, want)
+
+
+def test_kernel_disk_cache_keys_tell_every_variant_apart():
+    """The on-disk cache shares one index file per kernel function: its key must tell
+    apart each build of the same body with other helpers (dtype, column gather), hold
+    no memory address (another process must find it), and be the same when rebuilt."""
+    import importlib
+
+    from dali_snapmix.kernels import _target
+
+    mods = {n: importlib.import_module(f"dali_snapmix.kernels.{n}") for n in ("paste_resized", "blend", "fill_box",
+                                                                              "spm_box_mass")}
+    builds = {
+        "paste f32 simd": lambda: mods["paste_resized"].python_kernels("cpu", "float32", True)["paste_all"],
+        "paste f32": lambda: mods["paste_resized"].python_kernels("cpu", "float32", False)["paste_all"],
+        "paste f16": lambda: mods["paste_resized"].python_kernels("cpu", "float16", False)["paste_all"],
+        "blend f32": lambda: mods["blend"].python_kernels("cpu", "float32")[0],
+        "blend f16": lambda: mods["blend"].python_kernels("cpu", "float16")[0],
+        "fill": lambda: mods["fill_box"].python_kernels("cpu")[0],
+        "spm": lambda: mods["spm_box_mass"].python_kernels("cpu")[0],
+    }
+    keys = {name: _target.variant_key(b()) for name, b in builds.items()}
+    assert len(set(keys.values())) == len(keys), keys
+    assert all(_target.variant_key(b()) == keys[n] for n, b in builds.items())
+    assert not any(re.search(r"0x[0-9a-f]{6,}", k) for k in keys.values()), keys
+    assert "gather3_simd" in keys["paste f32 simd"] and "gather3_simd" not in keys["paste f32"]
+    assert "load_f16" in keys["paste f16"] and "load_f16" not in keys["paste f32"]
+
+
+def test_a_second_process_loads_the_compiled_kernel_from_the_disk_cache(tmp_path):
+    """Compiled once, loaded after: what keeps every later process (and make test) from
+    paying seconds of compiling per kernel. The loaded kernel computes the same."""
+    import subprocess
+    import sys
+
+    script = ("import torch; from dali_snapmix.kernels import fill_box; "
+              "from dali_snapmix.kernels.fill_box import _compiled; "
+              "x = torch.randn(3, 3, 9, 7); b = torch.tensor([[0, 9, 0, 7], [2, 3, 4, 5], [0, 0, 0, 0]]); "
+              "want = x.clone(); want[0] = 0.5; want[1, :, 2:3, 4:5] = 0.5; fill_box(x, boxes=b, value=0.5); "
+              "assert torch.equal(x, want); k = _compiled('cpu'); "
+              "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
+    env = {**__import__("os").environ, "DALI_SNAPMIX_KERNEL_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    (hits0, misses0), (hits1, misses1) = (map(int, r.stdout.split()) for r in runs)
+    assert (hits0, misses0) == (0, 1) and (hits1, misses1) == (1, 0)
+    assert any(p.name.startswith("kernels-") for p in tmp_path.iterdir())

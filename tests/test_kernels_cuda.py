@@ -14,8 +14,9 @@ import pytest
 HERE = Path(__file__).parent
 
 
-def test_cuda_kernels_under_simulator():
-    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_checks.py")], capture_output=True, text=True, timeout=600)
+def test_cuda_kernels_under_simulator(without_optional):
+    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_checks.py")], capture_output=True, text=True, timeout=600,
+                       env=without_optional)  # the CUDA path needs none of the optional modules
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all CUDA kernels agree" in r.stdout
 
@@ -50,9 +51,11 @@ def test_cuda_kernels_compile_to_ptx_without_spills(cc):
             assert rep["registers"] > 0, (name, rep)
 
 
-def test_mixing_methods_end_to_end_under_simulator():
-    """Every method with backend="cuda" (simulated) against backend="cpu" on the same params."""
-    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_methods.py")], capture_output=True, text=True, timeout=900)
+def test_mixing_methods_end_to_end_under_simulator(without_optional):
+    """Every method with backend="cuda" (simulated) against backend="cpu" on the same params,
+    none of the optional modules importable."""
+    r = subprocess.run([sys.executable, str(HERE / "cuda_sim_methods.py")], capture_output=True, text=True, timeout=900,
+                       env=without_optional)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all mixing methods agree" in r.stdout
     for name in ("mixup", "cutmix", "as-cutmix", "cutout", "snapmix released", "snapmix improved", "snapmix symmetric"):

@@ -130,11 +130,11 @@ def test_killed_run_resumes_to_the_same_weights(birds, tmp_path):
     assert bad.returncode != 0 and "different config" in text and "'lr': (0.01, 0.5)" in text
 
 
-def test_two_processes_see_disjoint_samples_covering_the_set(birds, tmp_path):
+def test_two_processes_see_disjoint_samples_covering_the_set(birds, tmp_path, free_port):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port),
          str(ROOT / "train_dali.py"), "--data", str(birds.root), "--epochs", "1", *TINY, "--batch-size", "6",
          "--mix", "cutmix", "--workers", "1", "--record-indices", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,

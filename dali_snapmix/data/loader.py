@@ -112,6 +112,17 @@ class _PlannedLoader:
         return -(-mine // self.batch_size)
 
 
+def require_dali() -> None:
+    """DALI is a dependency, but an image may lack it (the GPU check's machine does): say
+    what to install, and that the PyTorch loader works without it."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"the DALI loader needs NVIDIA DALI ({e}): pip install 'nvidia-dali-cuda130>=2.4,<2.5' "
+                          "(a dependency of dali-snapmix), or use the PyTorch loader: make_loader('pytorch', ...), "
+                          "train_dali.py --data-loader pytorch", name="nvidia.dali") from e
+
+
 class DALILoader(_PlannedLoader):
     """Decode, crop, resize, flip and normalise with an NVIDIA DALI pipeline.
 
@@ -147,6 +158,7 @@ class DALILoader(_PlannedLoader):
         cpu_resize: Literal["fused", "dali"] = "fused",
     ) -> None:
         super().__init__(source, batch_size=batch_size, train=train, spec=spec, seed=seed, rank=rank, world_size=world_size)
+        require_dali()
         if cpu_resize not in ("fused", "dali"):
             raise ValueError(f"cpu_resize must be 'fused' or 'dali', got {cpu_resize!r}")
         self.cpu_resize = cpu_resize

@@ -34,9 +34,9 @@ def test_trainer_steps_on_the_gpu(birds, tmp_path, extra):
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
-def test_one_process_nccl_under_torchrun(birds, tmp_path):
+def test_one_process_nccl_under_torchrun(birds, tmp_path, free_port):
     out = tmp_path / "ddp"
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29541",
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(free_port),
                         str(ROOT / "train_dali.py"), "--data", str(birds.root), *TINY, "--mix", "snapmix",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
