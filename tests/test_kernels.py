@@ -19,7 +19,7 @@ from dali_snapmix.kernels.paste_resized import paste_resized_reference
 
 PASTE = importlib.import_module("dali_snapmix.kernels.paste_resized")  # the module (the package exports the function)
 
-SEED = int.from_bytes(os.urandom(4), "little")
+SEED = int(os.environ.get("DALI_SNAPMIX_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))  # replay a failure
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
 
 
@@ -80,9 +80,13 @@ def test_paste_resized_random(g, dtype, align, B, gather):
     sb, db = rand_boxes(g, B, H, W), rand_boxes(g, B, H, W)
     want = expected_paste(x, perm, sb, db, align)
     got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
-    assert (got.double() - want).abs().max() <= TOL[dtype], (SEED, sb, db)
+    # float32 source coordinates (as torch's float32 interpolate computes them) are off by a
+    # few ulp of the image side, and the value by that times a neighbour difference: 1e-5
+    # alone failed one seed in many (2775153251: 1.06e-5, before and after the disk cache)
+    tol = TOL[dtype] + (4 * 2**-24 * max(H, W) * float(x.max() - x.min()) if dtype == torch.float32 else 0.0)
+    assert (got.double() - want).abs().max() <= tol, (SEED, sb, db)
     ref = paste_resized_reference(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align)
-    assert (ref.double() - want).abs().max() <= TOL[dtype]
+    assert (ref.double() - want).abs().max() <= tol
 
 
 def test_paste_resized_many_small_cases(g):
