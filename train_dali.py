@@ -41,6 +41,7 @@ from dali_snapmix.models import (
     load_pretrained,
     mid_layer,
 )
+from dali_snapmix.seeding import generator, torch_seed
 
 
 @dataclass
@@ -54,11 +55,12 @@ class Config:
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
     mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix
-    mix_prob: float = -1.0  # switch probability; -1: the method's paper default
-    mix_beta: float = -1.0  # Beta(beta, beta) ratio parameter; -1: the method's default
-    snapmix_semantics: str = "released"  # released | improved (see dali_snapmix/mix/snapmix.py)
-    cam_resolution: float = 1.0  # SnapMix CAM pass on a copy downscaled by this factor (0.5: low-res mode)
-    cam_cache_every: int = 0  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
+    # method options (None: the method's paper default); one that the method does not take is an error
+    mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
+    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix)
+    snapmix_semantics: str | None = None  # released (default) | improved (see dali_snapmix/mix/snapmix.py)
+    cam_resolution: float | None = None  # SnapMix CAM pass on a copy downscaled by this factor, in (0, 1] (0.5: low-res mode)
+    cam_cache_every: int | None = None  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -70,11 +72,11 @@ class Config:
     resize: int = 512  # resize target (shorter side, or both sides with resize_mode=warp)
     resize_mode: str = "shorter"  # shorter | warp (Cars, Aircraft)
     crop: int = 448  # square crop side
-    amp: str = "off"  # off | bf16 | fp16 (GPU only)
+    amp: str = "off"  # off | bf16 (autocast on GPU or CPU) | fp16 (GPU only, with a gradient scaler)
     channels_last: bool = False  # channels_last model and (mixed) batches, on any device (CPU: Lite0 steps 1.27x faster)
     eval_every: int = 1  # evaluate every N epochs (and after the last)
     workers: int = 2  # DALI threads / DataLoader workers
-    seed: int = 0  # everything random derives from (seed, epoch, rank)
+    seed: int = 0  # every random stream derives from it (dali_snapmix/seeding.py: purpose, epoch, rank)
     out: str = "runs/train"  # logs, checkpoints, plots and the resolved config go here
     resume: str = ""  # checkpoint to continue from (written by this script)
     save_samples: bool = False  # after training, write samples.png: one batch mixed with the trained model
@@ -89,6 +91,8 @@ class Config:
 # demo's baseline from 0.89 (60 per class) to 0.92 top-1 in 8 epochs (README, make demo)
 BIRDS = {"train_per_class": 100, "test_per_class": 30}
 
+# a preset's method option applies to the methods that take it (scratch: mix_prob 0.5 for
+# every method with a switch, the paper's Table 4; baseline has none)
 PRESETS = {
     "paper": {},
     "scratch": {"mix_prob": 0.5, "epochs": 300, "lr": 0.01, "lr_steps": "150,225,270"},
@@ -101,6 +105,16 @@ CHOICES = {
     "mix": list(METHODS), "snapmix_semantics": ["released", "improved"], "resize_mode": ["shorter", "warp"],
     "amp": ["off", "bf16", "fp16"],
 }
+# the methods each method option applies to
+APPLIES = {
+    "mix_prob": [m for m in METHODS if m != "baseline"],
+    "mix_beta": ["mixup", "cutmix", "as-cutmix", "snapmix"],
+    "snapmix_semantics": ["snapmix"],
+    "cam_resolution": ["snapmix"],
+    "cam_cache_every": ["snapmix"],
+}
+TYPES = {"int": int, "float": float, "str": str}
+FP16_ON_CPU = "--amp fp16 needs a GPU (fp16 training needs CUDA's gradient scaler); on the CPU use --amp bf16"
 NOT_IN_RESUME_CHECK = {"config", "resume", "out", "workers", "save_samples", "record_indices", "compare", "eval_every", "device",
                        "keep_checkpoints", "label_fidelity"}
 
@@ -113,10 +127,11 @@ def parse_args(argv=None) -> Config:
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            p.add_argument(flag, type=type(f.default), default=None, choices=CHOICES.get(name))
+            p.add_argument(flag, type=TYPES[str(f.type).replace(" | None", "")], default=None, choices=CHOICES.get(name))
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     values = {k: f.default for k, f in fields.items()}
     values.update(PRESETS[given.get("preset", "paper")])
+    loaded = {}
     if given.get("config"):
         import yaml
 
@@ -134,6 +149,10 @@ def parse_args(argv=None) -> Config:
         if "preset" in loaded and "preset" not in given:
             values.update({k: v for k, v in PRESETS[loaded["preset"]].items() if k not in loaded})
     values.update(given)
+    if not values["compare"]:  # a preset's method option where the method takes none (see PRESETS)
+        for k in APPLIES:
+            if k not in given and k not in loaded and values["mix"] not in APPLIES[k]:
+                values[k] = None
     cfg = Config(**values)
     check(cfg)
     return cfg
@@ -144,8 +163,26 @@ def check(cfg: Config) -> None:
     for name in ("epochs", "batch_size", "resize", "crop", "workers", "eval_every"):
         if getattr(cfg, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.cam_cache_every < 0:
+    if cfg.mix_prob is not None and not 0.0 <= cfg.mix_prob <= 1.0:
+        raise SystemExit(f"--mix-prob must be in [0, 1], got {cfg.mix_prob}")
+    if cfg.mix_beta is not None and not cfg.mix_beta > 0:
+        raise SystemExit(f"--mix-beta must be > 0, got {cfg.mix_beta}")
+    if cfg.cam_resolution is not None and not 0.0 < cfg.cam_resolution <= 1.0:
+        raise SystemExit(f"--cam-resolution must be in (0, 1], got {cfg.cam_resolution}")
+    if cfg.cam_cache_every is not None and cfg.cam_cache_every < 0:
         raise SystemExit(f"--cam-cache-every must be >= 0 (0: off), got {cfg.cam_cache_every}")
+    methods = cfg.compare.split(",") if cfg.compare else [cfg.mix]
+    for m in methods:
+        if m not in METHODS:
+            raise SystemExit(f"--compare: unknown method {m!r}; choose from {list(METHODS)}")
+    for k, fits in APPLIES.items():
+        v = getattr(cfg, k)
+        if v is not None and not set(methods) & set(fits):
+            flag = "--" + k.replace("_", "-")
+            where = f"--compare {cfg.compare}" if cfg.compare else f"--mix {cfg.mix}"
+            raise SystemExit(f"{flag} {v} does not apply to {where}: it applies to {', '.join(fits)}")
+    if cfg.amp == "fp16" and cfg.device == "cpu":
+        raise SystemExit(FP16_ON_CPU)
     if not 0 <= cfg.mix_warmup < cfg.epochs:
         raise SystemExit(f"--mix-warmup must be in [0, --epochs {cfg.epochs}), got {cfg.mix_warmup}")
     try:
@@ -165,9 +202,6 @@ def check(cfg: Config) -> None:
         raise SystemExit(f"--lr-steps must be comma-separated epochs, got {cfg.lr_steps!r}") from None
     if steps != sorted(steps):
         raise SystemExit(f"--lr-steps must be increasing, got {cfg.lr_steps!r}")
-    for m in (cfg.compare.split(",") if cfg.compare else []):
-        if m not in METHODS:
-            raise SystemExit(f"--compare: unknown method {m!r}; choose from {list(METHODS)}")
     if cfg.pretrained and not Path(cfg.pretrained).is_file():
         raise SystemExit(f"--pretrained: no such file {cfg.pretrained}")
     if cfg.resume and not Path(cfg.resume).is_file():
@@ -177,19 +211,30 @@ def check(cfg: Config) -> None:
 # ---------------------------------------------------------------- pieces
 
 
+def for_method(cfg: Config, method: str) -> Config:
+    """``cfg`` for one method of a comparison: the method options it does not take unset
+    (``check`` made sure each applies to some compared method)."""
+    return dataclasses.replace(cfg, mix=method, compare="",
+                               **{k: None for k, fits in APPLIES.items() if method not in fits})
+
+
 def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.device):
+    given = {k: getattr(cfg, k) for k in APPLIES if getattr(cfg, k) is not None}
+    wrong = sorted(k for k in given if cfg.mix not in APPLIES[k])
+    if wrong:  # check() refuses these for flags; this is for a Config built in code
+        raise SystemExit(f"--mix {cfg.mix} takes no {', '.join('--' + k.replace('_', '-') for k in wrong)} "
+                         f"(got {', '.join(str(given[k]) for k in wrong)})")
     opts = {"num_classes": num_classes}
-    if cfg.mix_prob >= 0:
+    if "mix_prob" in given:
         opts["prob"] = cfg.mix_prob
-    if cfg.mix_beta > 0 and cfg.mix not in ("baseline", "cutout"):
+    if "mix_beta" in given:
         opts["beta"] = cfg.mix_beta
     if cfg.mix == "snapmix":
         cache = CAMCache(size=dataset_size, refresh_every=cfg.cam_cache_every, device=device) if cfg.cam_cache_every else None
-        opts.update(semantics=cfg.snapmix_semantics, cam_resolution=cfg.cam_resolution, cache=cache,
-                    autocast=cfg.amp != "off",
-                    channels_last=True if cfg.channels_last else None)
+        opts.update(semantics=cfg.snapmix_semantics or "released", cam_resolution=cfg.cam_resolution or 1.0, cache=cache,
+                    autocast=cfg.amp != "off", channels_last=True if cfg.channels_last else None)
     try:
-        return build_mix(cfg.mix, **opts) if cfg.mix != "baseline" else build_mix("baseline", num_classes=num_classes)
+        return build_mix(cfg.mix, **opts)
     except ValueError as e:
         raise SystemExit(f"--mix {cfg.mix}: {e}") from None
 
@@ -198,8 +243,7 @@ def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device):
     """Forward + the mixed loss; Inception's auxiliary head adds 0.4 x, the mid-level
     branch 1 x the same mixed loss. Returns (main logits, loss)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    ctx = torch.autocast("cuda", dtype=dtype) if dtype is not None and tdev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    with ctx:
+    with torch.autocast(tdev.type, dtype=dtype, enabled=dtype is not None):
         out = model(images)
     extra = None
     if isinstance(out, tuple) and not hasattr(out, "aux_logits"):  # MidLevel: (backbone output, branch logits)
@@ -235,19 +279,31 @@ def evaluate(model, loader, tdev, *, channels_last: bool = False) -> tuple[float
     return (c[0] / c[2]).item(), (c[1] / c[2]).item()
 
 
+def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """One update. Under --amp fp16 the scaler multiplies the loss before backward, so
+    small fp16 gradients do not flush to zero, and unscales them before the step
+    (skipping a step whose gradients overflowed); otherwise it passes through."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)  # a crash leaves the previous checkpoint intact
 
 
-def seed_epoch(cfg: Config, epoch: int, rank: int) -> None:
-    """Everything random in an epoch derives from (seed, epoch, rank): resuming at an
-    epoch boundary replays exactly."""
-    s = int(np.random.SeedSequence([cfg.seed, epoch, rank]).generate_state(1)[0])
+def seed_epoch(cfg: Config, epoch: int, rank: int, mixer) -> None:
+    """Every generator an epoch draws from is reseeded from (seed, purpose, epoch, rank)
+    (dali_snapmix/seeding.py; the loader derives its own from (seed, epoch)): resuming
+    at an epoch boundary replays exactly, with no generator state in the checkpoint."""
+    s = torch_seed(cfg.seed, "globals", epoch=epoch, rank=rank)
     random.seed(s)
-    np.random.seed(s)
+    np.random.seed(s % 2**32)
     torch.manual_seed(s)
+    mixer.rng = generator(cfg.seed, "mixer", epoch=epoch, rank=rank)
 
 
 def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, device, tdev, out: Path) -> dict:
@@ -260,12 +316,13 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     from dali_snapmix.viz import save_sample_grid
 
     found = {}
-    common = dict(spec=spec, device=device, seed=cfg.seed + 1, workers=cfg.workers)
+    # the loaders' epoch cfg.epochs: crops and order no training epoch drew
+    common = dict(spec=spec, device=device, seed=cfg.seed, workers=cfg.workers)
     if cfg.save_samples:
         loader = make_loader(cfg.data_loader, train_src, batch_size=cfg.batch_size, train=True, **common)
         loader.set_epoch(cfg.epochs)
         mix = build_mixer(cfg, train_src.num_classes, len(train_src), tdev)
-        mix.rng = np.random.default_rng([cfg.seed, cfg.epochs, 2])
+        mix.rng = generator(cfg.seed, "samples")
         b = next(iter(loader))
         params = mix.sample(b.images, b.labels)
         model.train()  # as in training: the released SnapMix CAM pass runs in train mode
@@ -287,8 +344,8 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
             found["label_error"] = None  # no box, no part truth: baseline, Mixup, CutOut
         else:
             loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=True, **common)
-            r = measure(mix, model=model, loader=loader, masks=PartMasks(test_src.paths, root=parts_root), epochs=(0,),
-                        seed=cfg.seed)
+            r = measure(mix, model=model, loader=loader, masks=PartMasks(test_src.paths, root=parts_root),
+                        epochs=(cfg.epochs,), seed=cfg.seed)
             r.pop("rows")
             found["label_error"] = r
             print(f"label fidelity ({cfg.mix}, test split, one epoch of random crops): mean abs error {r['mae']:.3f} "
@@ -326,6 +383,8 @@ def train(cfg: Config) -> dict:
     device = resolve_device(cfg.device)
     # under torchrun (its env:// variables are set) a process group is made even for one
     # process, so a one-GPU torchrun run exercises NCCL as a larger one does
+    if cfg.amp == "fp16" and device == "cpu":  # --device auto on a machine without a GPU
+        raise SystemExit(FP16_ON_CPU)
     if (world > 1 or "MASTER_ADDR" in os.environ) and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "gpu" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -352,7 +411,7 @@ def train(cfg: Config) -> dict:
     train_loader = make_loader(cfg.data_loader, train_src, batch_size=cfg.batch_size, train=True, **common)
     test_loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=False, **common)
 
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    torch.manual_seed(torch_seed(cfg.seed, "model_init"))  # same initial weights on every rank
     try:
         backbone = build_model(cfg.model, num_classes=K)
     except ValueError as e:
@@ -392,6 +451,8 @@ def train(cfg: Config) -> dict:
     steps = [int(s) for s in cfg.lr_steps.split(",") if s.strip()]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_gamma)
     mixer = build_mixer(cfg, K, len(train_src), tdev)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scaler = torch.amp.GradScaler(tdev.type, enabled=cfg.amp == "fp16")
     unmixed = build_mix("baseline", num_classes=K)  # the --mix-warmup epochs
     kept = {int(k) for k in cfg.keep_checkpoints.split(",") if k.strip()}
     ddp = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
@@ -407,10 +468,9 @@ def train(cfg: Config) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        mixer.load_state_dict(ck["mixer"])  # the CAM cache and its counters
         start, history = ck["epoch"], ck["history"]
-        random.setstate(ck["rng"]["python"])
-        np.random.set_state(ck["rng"]["numpy"])
-        torch.set_rng_state(ck["rng"]["torch"])
         if rank == 0:
             print(f"resumed from {cfg.resume} at epoch {start}")
 
@@ -434,8 +494,7 @@ def train(cfg: Config) -> dict:
     step = start * len(train_loader)
     seen_indices: list[int] = []
     for epoch in range(start, cfg.epochs):
-        seed_epoch(cfg, epoch, rank)
-        mixer.rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+        seed_epoch(cfg, epoch, rank, mixer)
         active = mixer if epoch >= cfg.mix_warmup else unmixed
         mixer.set_epoch(epoch)
         cams_before = dict(getattr(mixer, "cache_stats", {}))
@@ -456,9 +515,7 @@ def train(cfg: Config) -> dict:
             if not torch.isfinite(loss):
                 raise SystemExit(f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); "
                                  f"the last good checkpoint is {out / 'last.pt'}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            backward_step(loss, opt, scaler)
             step += 1
             seen += len(b)
             loss_sum += loss.item() * len(b)
@@ -474,8 +531,15 @@ def train(cfg: Config) -> dict:
         row = dict(epoch=epoch, loss=loss_sum / seen, top1=top1, top1_fused=fused if cfg.midlevel else top1,
                    seconds=dt, images_per_s=seen * world / dt, data_wait_s=t_wait, mix_s=mix_time,
                    lr=opt.param_groups[0]["lr"])
-        if getattr(mixer, "cache", None) is not None:  # samples whose CAMs came from each source, this epoch
-            row["cams"] = {k: v - cams_before.get(k, 0) for k, v in mixer.cache_stats.items()}
+        if getattr(mixer, "cache", None) is not None:
+            mixer.cache.sync()  # every process gets the maps the others computed (a collective)
+            # samples whose CAMs came from each source this epoch, over all processes
+            cams = {k: v - cams_before.get(k, 0) for k, v in mixer.cache_stats.items()}
+            if dist.is_initialized():
+                c = torch.tensor(list(cams.values()), dtype=torch.int64, device=tdev)
+                dist.all_reduce(c)
+                cams = dict(zip(cams, c.tolist()))
+            row["cams"] = cams
         history.append(row)
         if cfg.record_indices:
             (out / f"indices_rank{rank}_epoch{epoch}.json").write_text(json.dumps(seen_indices))
@@ -487,9 +551,10 @@ def train(cfg: Config) -> dict:
                 for k in ("loss", "top1", "images_per_s", "data_wait_s"):
                     if row[k] is not None:
                         writer.add_scalar(k, row[k], epoch)
-            rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+            # no generator states: seed_epoch reseeds every generator at the next epoch
             save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "epoch": epoch + 1, "history": history, "rng": rng, "loader": {"seed": cfg.seed, "epoch": epoch + 1},
+                         "scaler": scaler.state_dict(), "mixer": mixer.state_dict(), "epoch": epoch + 1,
+                         "history": history, "loader": {"seed": cfg.seed, "epoch": epoch + 1},
                          "config": dataclasses.asdict(cfg)}, out / "last.pt")
             if epoch + 1 in kept:
                 shutil.copyfile(out / "last.pt", out / f"epoch{epoch + 1}.pt")
@@ -528,7 +593,7 @@ def main(argv=None) -> dict | list[dict]:
         return train(cfg)
     results = []
     for m in cfg.compare.split(","):
-        results.append(train(dataclasses.replace(cfg, mix=m, compare="", out=str(Path(cfg.out) / m))))
+        results.append(train(dataclasses.replace(for_method(cfg, m), out=str(Path(cfg.out) / m))))
     base = next((r for r in results if r["method"] == "baseline"), None)
     print(f"\n{cfg.model}, {cfg.epochs} epochs, crop {cfg.crop}, batch {cfg.batch_size}, seed {cfg.seed}"
           + (f", mixing from epoch {cfg.mix_warmup + 1}" if cfg.mix_warmup else ""))

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))  # train_dali.py sits at the top of the repository
 
 import torch  # noqa: E402
 
-from train_dali import BIRDS, PRESETS, Config, train  # noqa: E402
+from train_dali import BIRDS, PRESETS, Config, for_method, train  # noqa: E402
 
 METHODS = {
     "baseline": {"mix": "baseline"},
@@ -129,7 +129,9 @@ def overrides(a) -> dict:
 def run_one(protocol: str, method: str, seed: int, data: Path, a) -> dict:
     opts = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **METHODS[method], **overrides(a)}
     out = Path(a.out) / protocol / method / f"seed{seed}"
+    # the protocol's shared recipe, less the options this method does not take (baseline: mix_prob)
     cfg = Config(data=str(data), device=a.device, seed=seed, out=str(out), workers=2, **opts)
+    cfg = for_method(cfg, cfg.mix)
     if out.exists():  # a finished run is reused only if it was made with the same settings
         old = out / "result.json"
         conf = out / "config.json"

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from dali_snapmix import kernels  # noqa: E402
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader  # noqa: E402
 from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, snapshot, summarise  # noqa: E402
-from dali_snapmix.mix import CAMCache, CutMix, MixedBatch, MixMethod, SnapMix  # noqa: E402
+from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, SnapMix  # noqa: E402
 from dali_snapmix.models import build_model, input_normalisation  # noqa: E402
 from train_dali import BIRDS, parse_args, train  # noqa: E402
 
@@ -49,6 +49,7 @@ class TruthLabels(MixMethod):
     or with the truth of another sample of the batch (``shuffle``: a useless label)."""
 
     merges_same_label = True
+    params_type = BoxParams
 
     def __init__(self, *, masks: PartMasks, shuffle: bool, seed: int = 0) -> None:
         super().__init__(seed=seed)
@@ -59,7 +60,7 @@ class TruthLabels(MixMethod):
         self.boxes.rng = self.rng
         return self.boxes.sample(images, labels)
 
-    def apply(self, images, labels, params, *, model=None, backend="auto", geometry=None) -> MixedBatch:
+    def _apply(self, images, labels, params, *, model=None, backend="auto", geometry=None) -> MixedBatch:
         cov, held = self.masks.in_crops(geometry, images.shape[-1])
         t = part_truth(cov, held, labels, params)
         t_a, t_b = t.t_a, t.t_b

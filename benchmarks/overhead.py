@@ -270,7 +270,7 @@ def main(argv=None) -> dict:
     gap = (over["snapmix"] - over["floor"]) * 100
     print(f"exact-floor {gap:+.1f} pts lowres {over['snapmix-lowres']:+.1%} cached {over['snapmix-cached']:+.1%} "
           f"(amortised {amortised:+.1%})")
-    res = {"median_s": med, "overhead": over, "augmentation_s": aug, "cam_s": cam, "beyond_cam": beyond,
+    res = {"times_s": times, "median_s": med, "overhead": over, "augmentation_s": aug, "cam_s": cam, "beyond_cam": beyond,
            "cached_amortised": amortised, "exact_minus_floor_pts": gap,
            "setting": {"model": a.model, "crop": a.crop, "batch": a.batch, "amp": a.amp, "device": str(dev),
                        "repeats": a.repeats, "torch": torch.__version__}}

@@ -27,6 +27,7 @@ from .data.spec import map_to_crop
 from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
 from .mix.params import BoxParams
+from .seeding import generator
 
 __all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "measure", "part_truth", "snapshot", "summarise"]
 
@@ -154,7 +155,7 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
         for e in epochs:
             loader.set_epoch(e)
             mix.set_epoch(e)
-            mix.rng = np.random.default_rng([seed, e])
+            mix.rng = generator(seed, "fidelity", epoch=e)
             for b in loader:
                 cov, held = masks.in_crops(b, loader.spec.crop)
                 params = mix.sample(b.images, b.labels)

@@ -61,7 +61,9 @@ def test_identity_round_trip_is_exact(rng):
     assert (got - cam).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("scale, tol", [(1, 0.08), (4, 0.025)])
+# worst over 40 seeds: 0.067 at scale 1, 0.028 at scale 4 (median 0.05 and 0.012); 0.025
+# at scale 4 failed about one run in 40
+@pytest.mark.parametrize("scale, tol", [(1, 0.08), (4, 0.035)])
 def test_reprojection_against_upsample_then_crop(rng, scale, tol):
     """White-noise 7x7 maps (the hardest case: smooth CAMs do better), shifted and
     flipped crops, random boxes: SPM box masses within ``tol`` absolute of the ideal."""
@@ -198,3 +200,71 @@ def test_bad_input_is_named(rng):
         sm.apply(x, y, p, model=_model())
     with pytest.raises(ValueError, match="cache must be a CAMCache"):
         SnapMix(cache={})
+
+
+def _filled_cache(rng, size=10, n=6, hw=(3, 4)):
+    c = CAMCache(size=size, refresh_every=2)
+    idx = torch.from_numpy(rng.permutation(size)[:n])
+    c.store(idx, torch.from_numpy(rng.normal(size=(n, *hw))), torch.from_numpy(rng.uniform(0, 50, (n, 4))).float(),
+            torch.from_numpy(rng.random(n) < 0.5), 1)
+    return c, idx
+
+
+def test_cache_and_snapmix_state_round_trip(rng):
+    """What a checkpoint keeps: the same maps, windows, flips, epochs and counters."""
+    c, idx = _filled_cache(rng)
+    sm = SnapMix(cache=c)
+    sm.cache_stats = {"exact": 6, "cached": 3, "free": 2}
+    state = copy.deepcopy(sm.state_dict())
+    back = SnapMix(cache=CAMCache(size=10, refresh_every=2))
+    back.load_state_dict(state)
+    assert back.cache_stats == {"exact": 6, "cached": 3, "free": 2}
+    for k in ("cam", "window", "flip", "epoch", "new"):
+        assert torch.equal(getattr(back.cache, k), getattr(c, k)), k
+    assert torch.equal(back.cache.fresh(torch.arange(10), 2), c.fresh(torch.arange(10), 2))
+    with pytest.raises(ValueError, match="the saved cache has size=10 but this one 11"):
+        SnapMix(cache=CAMCache(size=11, refresh_every=2)).load_state_dict(state)
+    with pytest.raises(ValueError, match="has CAM cache but this SnapMix has none"):
+        SnapMix().load_state_dict(state)
+    with pytest.raises(ValueError, match="CutMix keeps no state"):
+        from dali_snapmix.mix import CutMix
+
+        CutMix().load_state_dict({"x": 1})
+
+
+def _sync_worker(rank, world, init, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    c = CAMCache(size=8, refresh_every=3)
+    flip = torch.tensor([True, False])
+    # rank r stores indices (2r, 2r + 1) at epoch r; both store index 7 at epoch 1 (a tie:
+    # the higher rank's map wins everywhere); rank 1 also stores index 6 at epoch 0 and
+    # rank 0 stores it at epoch 1 (the newer map wins)
+    c.store(torch.tensor([2 * rank, 2 * rank + 1]), torch.full((2, 2, 3), float(rank)) + torch.arange(6.).view(2, 3),
+            torch.full((2, 4), 10.0 * rank), flip, rank)
+    c.store(torch.tensor([7]), torch.full((1, 2, 3), 100.0 + rank), torch.zeros(1, 4), torch.tensor([False]), 1)
+    c.store(torch.tensor([6]), torch.full((1, 2, 3), 50.0 + rank), torch.zeros(1, 4), torch.tensor([False]), 1 - rank)
+    got = c.sync()
+    again = c.sync()  # nothing new since: nothing sent
+    torch.save({"state": c.state_dict(), "received": got, "again": again}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sync_shares_new_maps_across_two_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sync_worker, args=(2, f"file://{tmp_path}/store", str(tmp_path)), nprocs=2, join=True)
+    s0, s1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for k in ("cam", "window", "flip", "epoch"):
+        assert torch.equal(s0["state"][k], s1["state"][k]), k  # equal caches on both processes
+    st = s0["state"]
+    assert st["epoch"].tolist() == [0, 0, 1, 1, -1, -1, 1, 1]
+    for r in (0, 1):
+        want = torch.full((2, 2, 3), float(r)) + torch.arange(6.).view(2, 3)
+        assert torch.equal(st["cam"][2 * r:2 * r + 2], want) and torch.equal(st["window"][2 * r], torch.full((4,), 10.0 * r))
+        assert st["flip"][2 * r:2 * r + 2].tolist() == [True, False]
+    assert (st["cam"][7] == 101.0).all() and (st["cam"][6] == 50.0).all()  # tie: rank 1; newer: rank 0's epoch 1
+    # taken from the other process: rank 0 keeps its newer map of 6; rank 1 takes 0, 1, 6 and 7
+    assert (s0["received"], s1["received"]) == (3, 4) and s0["again"] == s1["again"] == 0
+    assert not st["new"].any()

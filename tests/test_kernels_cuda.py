@@ -37,18 +37,18 @@ print(json.dumps(out))
 def test_cuda_kernels_compile_to_ptx_without_spills(cc):
     import json
 
-    have_ptxas = shutil.which("ptxas") is not None
+    if shutil.which("ptxas") is None:  # PTX text alone says nothing about registers or spills
+        pytest.skip("ptxas is not on PATH: install the CUDA toolkit's ptxas to assemble the kernels")
     r = subprocess.run(
-        [sys.executable, "-c", PTX_SCRIPT, str(cc[0]), str(cc[1]), "1" if have_ptxas else "0"],
+        [sys.executable, "-c", PTX_SCRIPT, str(cc[0]), str(cc[1]), "1"],
         capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr
     reports = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(reports) == 12
     for name, rep in reports.items():
-        if rep is not None:
-            assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, (name, rep)
-            assert rep["registers"] > 0, (name, rep)
+        assert rep["spill_stores"] == 0 and rep["spill_loads"] == 0, (name, rep)
+        assert rep["registers"] > 0, (name, rep)
 
 
 def test_mixing_methods_end_to_end_under_simulator(without_optional):

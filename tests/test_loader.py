@@ -151,3 +151,33 @@ def test_bad_arguments_are_named(src):
         DALILoader(src, batch_size=61, train=True, device="cpu")
     with pytest.raises(ValueError, match="'jax'"):
         make_loader("jax", src, batch_size=4, train=True)
+
+
+def test_batch_pin_memory_pins_every_tensor(monkeypatch):
+    """torch's DataLoader with pin_memory=True calls ``pin_memory()`` on a batch type
+    it does not know; Batch must have one that pins every field. Where CUDA exists the
+    tensors come back pinned; without it (pinning needs a CUDA driver) Tensor.pin_memory
+    is replaced by a recorder, and torch's own pin routine must reach all five fields."""
+    from torch.utils.data._utils.pin_memory import pin_memory as torch_pin
+
+    from dali_snapmix.data import Batch
+
+    b = Batch(images=torch.randn(2, 3, 4, 4), labels=torch.tensor([0, 1]), indices=torch.tensor([5, 6]),
+              window=torch.zeros(2, 4), flip=torch.tensor([True, False]))
+    if torch.cuda.is_available():
+        got = torch_pin(b)
+        assert all(v.is_pinned() for v in vars(got).values())
+    else:
+        pinned = []
+
+        def fake_pin(t, *a, **k):
+            c = t.clone()
+            pinned.append(c)
+            return c
+
+        monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+        got = torch_pin(b)
+        assert len(pinned) == 5 and all(any(v is p for p in pinned) for v in vars(got).values())
+    assert isinstance(got, Batch)
+    for k, v in vars(b).items():
+        assert torch.equal(getattr(got, k), v), k

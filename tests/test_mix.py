@@ -16,10 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dali_snapmix.mix import (
+    BlendParams,
     BoxParams,
     CAMHead,
     CutMix,
     CutOut,
+    CutOutParams,
     Mixup,
     SnapMix,
     build_mix,
@@ -277,8 +279,11 @@ def test_mixup_matches_paper(rng, per_sample):
     got = mu.apply(x.clone(), y, p)
     lam = p.lam.double()[:, None, None, None]
     assert_close(got.images, lam * x.double() + (1 - lam) * x.double()[p.perm])
-    assert_close(got.w_a + got.w_b, torch.ones(7))
-    assert torch.equal(got.y_b, y[p.perm])
+    # Eq. 1: the own label weighs lam, the partner's 1 - lam (swapped weights fail)
+    assert_close(got.w_a, p.lam.double(), tol=0)
+    assert_close(got.w_b, 1 - p.lam.double(), tol=1e-7)
+    assert torch.equal(got.y_a, y) and torch.equal(got.y_b, y[p.perm])
+    assert bool(((p.lam - 0.5).abs() > 1e-3).any())  # a draw where swapping would show
     assert per_sample == (len(set(p.lam.tolist())) > 1)
 
 
@@ -302,7 +307,9 @@ def test_same_params_replay_through_the_reference_backend(rng):
         a = mix.apply(x.clone(), y, p, model=copy.deepcopy(m))
         b = mix.apply(x.clone(), y, p, model=copy.deepcopy(m), backend="reference")
         assert_close(a.images, b.images)
-        assert_close(a.w_a, b.w_a)
+        assert torch.equal(a.y_a, b.y_a) and torch.equal(a.y_b, b.y_b), mix.name
+        assert_close(a.w_a, b.w_a, tol=1e-6)
+        assert_close(a.w_b, b.w_b, tol=1e-6)
 
 
 # ---------------------------------------------------------------- loss and soft targets
@@ -318,8 +325,17 @@ def test_mixed_cross_entropy_and_soft_targets(rng):
     t = soft_targets(out, num_classes=4)
     assert_close(t.sum(1), out.w_a + out.w_b)
     assert (-(t * logp.float()).sum(1).mean()).item() == pytest.approx(want.item(), rel=1e-5)
-    ts = soft_targets(out, num_classes=4, smoothing=0.1)
-    assert_close(ts.sum(1), out.w_a + out.w_b)
+    # timm's smoothing, written out: each label's one-hot becomes (1 - s) on the class + s / K everywhere
+    s, K = 0.1, 4
+    want_t = torch.zeros(6, K, dtype=torch.float64)
+    for i in range(6):
+        for k in range(K):
+            for yy, w in ((out.y_a[i], out.w_a[i]), (out.y_b[i], out.w_b[i])):
+                want_t[i, k] += float(w) * ((1 - s) * float(k == yy) + s / K)
+    assert_close(soft_targets(out, num_classes=K, smoothing=s), want_t, tol=1e-6)
+    assert_close(t, want_t.new_tensor([[float(out.w_a[i]) * (k == out.y_a[i]) + float(out.w_b[i]) * (k == out.y_b[i])
+                                         for k in range(K)] for i in range(6)]), tol=1e-7)
+    assert not torch.equal(out.w_a + out.w_b, torch.ones(6))  # SnapMix: weights that do not sum to 1
 
 
 # ---------------------------------------------------------------- CAMs of real architectures
@@ -428,3 +444,49 @@ def test_error_messages_name_what_is_wrong():
     stray = torch.nn.Conv2d(64, 64, 1)  # not part of the backbone: its hook never fires
     with pytest.raises(RuntimeError, match="the hooked layer did not run in SmallCNN's forward"):
         MidLevel(body, stray, 64, 3)(torch.randn(2, 3, 32, 32))
+
+
+# ---------------------------------------------------------------- replayed params are checked
+
+
+def _params_cases(n, h, w):
+    perm = torch.arange(n).flip(0)
+    box = torch.tensor([[0, h // 2, 0, w // 2]] * n)
+    return [
+        (CutMix(), BoxParams(True, perm[:-1], box[:-1], box[:-1]), r"perm must be a torch.int64 tensor of shape \(5,\), got torch.int64 of shape \(4,\)"),
+        (CutMix(), BoxParams(True, perm + 1, box, box), r"perm must index the batch of 5, got values from 1 to 5"),
+        (CutMix(), BoxParams(True, perm, box.clone().index_put_((torch.tensor([2]), torch.tensor([1])), torch.tensor(h + 1)), box),
+         rf"src_box\[2\] = \[0, {h + 1}, 0, {w // 2}\] \(y0, y1, x0, x1\) does not lie inside the {h}x{w} images"),
+        (SnapMix(), BoxParams(True, perm, box, torch.tensor([[3, 1, 0, 4]] * n)), r"dst_box\[0\] = \[3, 1, 0, 4\]"),
+        (SnapMix(), BoxParams(True, perm, box, box.float()), r"dst_box must be a torch.int64 tensor of shape \(5, 4\), got torch.float32"),
+        (Mixup(), BlendParams(True, perm, torch.full((n,), 1.5)), r"lam must be in \[0, 1\], got lam\[0\] = 1.5"),
+        (Mixup(), BlendParams(True, perm, torch.full((n + 1,), 0.5)), r"lam must be a torch.float32 or torch.float64 tensor of shape \(5,\)"),
+        (CutOut(), CutOutParams(True, torch.tensor([[0, 2, -1, 3]] * n)), r"box\[0\] = \[0, 2, -1, 3\]"),
+        (CutMix(), BlendParams(True, perm, torch.full((n,), 0.5)), "CutMix takes BoxParams, got BlendParams"),
+        (build_mix("baseline"), BlendParams(True, perm, torch.full((n,), 0.5)), "Baseline takes NoneType, got BlendParams"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("entry", ["apply", "call"])
+def test_replayed_params_that_do_not_fit_the_batch_are_refused(rng, case, entry):
+    """apply() (and __call__ with params=) check the params against the batch before any
+    kernel writes: another batch size, a box outside the image, a partner out of range."""
+    x, y = batch(rng, n=5, size=12)
+    mix, p, msg = _params_cases(5, 12, 12)[case]
+    before = x.clone()
+    with pytest.raises(ValueError, match=msg):
+        if entry == "apply":
+            mix.apply(x, y, p, model=model())
+        else:
+            mix(x, y, params=p, model=model())
+    assert torch.equal(x, before)  # nothing written
+
+
+def test_fitting_replayed_params_pass_the_check(rng):
+    """The edges that are legal: full-image boxes, 1-pixel boxes, empty boxes, self-pairs."""
+    x, y = batch(rng, n=3, size=12)
+    full = torch.tensor([[0, 12, 0, 12], [5, 6, 11, 12], [4, 4, 0, 12]])
+    out = CutMix().apply(x.clone(), y, BoxParams(True, torch.tensor([0, 2, 1]), full, full))
+    assert torch.equal(out.images[0], x[0])  # a self-pair pastes itself
+    assert_close(out.w_b, torch.tensor([1.0, 1 / 144, 0.0]))

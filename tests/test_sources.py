@@ -86,26 +86,31 @@ def test_file_list_and_cub_layouts(tmp_path, birds):
 
 
 def test_gray_cmyk_png_and_tiny_images_come_out_rgb(tmp_path):
+    """Each odd file, through both loaders, equals PIL's own RGB decoding of it rebuilt in
+    float64 (36 x 36 images: the shorter-side resize to 36 is the identity, then the
+    centre 32 x 32 crop and the normalisation), to float32 rounding."""
     root = tmp_path / "odd" / "c"
     root.mkdir(parents=True)
     rng = np.random.default_rng()
-    rgb = Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    rgb = Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8))
     rgb.convert("L").save(root / "gray.jpg")
     rgb.convert("CMYK").save(root / "cmyk.jpg")
     rgb.save(root / "color.png")
     rgb.resize((7, 5)).save(root / "tiny.jpg")  # far smaller than the crop: upscaled
     src = ImageSource.from_folder(tmp_path / "odd")
     spec = TransformSpec(resize=36, crop=32)
+    mean = torch.tensor(spec.mean, dtype=torch.float64)[:, None, None]
+    std = torch.tensor(spec.std, dtype=torch.float64)[:, None, None]
     for cls in (DALILoader, TorchLoader):
         (b,) = list(cls(src, batch_size=4, train=False, spec=spec, device="cpu"))
-        assert b.images.shape == (4, 3, 32, 32)
-        assert torch.isfinite(b.images).all()
-        gray = b.images[[p.name for p in src.paths].index("gray.jpg")]
-        # a grayscale image has three equal channels before normalisation
-        mean = torch.tensor(spec.mean)[:, None, None]
-        std = torch.tensor(spec.std)[:, None, None]
-        raw = gray * std + mean
-        assert (raw[0] - raw[1]).abs().max() < 2 / 255 and (raw[1] - raw[2]).abs().max() < 2 / 255
+        assert b.images.shape == (4, 3, 32, 32) and torch.isfinite(b.images).all()
+        for i, path in enumerate(src.paths):
+            if path.name == "tiny.jpg":
+                continue
+            pil = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+            want = (torch.from_numpy(pil).permute(2, 0, 1)[:, 2:34, 2:34] - mean) / std
+            err = ((b.images[i].double() - want) * std).abs().max().item()  # in [0, 1] pixel units
+            assert err < 5e-7, (cls.__name__, path.name, err)
 
 
 def test_an_empty_class_folder_is_an_error_unless_allowed(tmp_path, birds):

@@ -40,6 +40,12 @@ class Batch:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def pin_memory(self, device=None) -> Batch:
+        """Every tensor in page-locked memory: torch's DataLoader calls this with
+        ``pin_memory=True`` (a custom batch type is otherwise passed through unpinned),
+        so the copy to the GPU can be asynchronous."""
+        return Batch(**{k: v.pin_memory() if device is None else v.pin_memory(device) for k, v in vars(self).items()})
+
 
 def resolve_device(device: Device) -> Literal["gpu", "cpu"]:
     if device not in ("auto", "gpu", "cpu"):

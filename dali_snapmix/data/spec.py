@@ -1,7 +1,7 @@
 """The data-preparation spec and the per-epoch plan shared by both loaders.
 
 All randomness of the input pipeline -- sample order, crop offsets, flips -- is drawn
-here in NumPy from (seed, epoch), not inside DALI. Three things follow:
+here in NumPy from (seed, epoch) (streams of ``dali_snapmix.seeding``), not inside DALI. Three things follow:
 
 * the DALI loader and the plain-PyTorch fallback see the same order and the same
   crop windows, so their outputs can be compared file by file;
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from ..seeding import generator
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EpochPlan", "TransformSpec", "map_to_crop", "plan_epoch", "resized_size"]
 
@@ -117,7 +119,7 @@ def plan_epoch(
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     if train:
-        order = np.random.default_rng([seed, epoch, 0]).permutation(n)
+        order = generator(seed, "plan", epoch=epoch).permutation(n)  # rank 0's stream: one order for all ranks
         per_rank = n // world_size
         idx = order[rank::world_size][:per_rank]
         idx = idx[: len(idx) // batch_size * batch_size]
@@ -126,8 +128,8 @@ def plan_epoch(
     h, w = sizes[idx, 0], sizes[idx, 1]
     rh, rw = resized_size(h, w, spec)
     if train:
-        # One generator per (seed, epoch, rank): crops differ across ranks and epochs.
-        rng = np.random.default_rng([seed, epoch, 1, rank])
+        # One stream per (seed, epoch, rank): crops differ across ranks and epochs.
+        rng = generator(seed, "crops", epoch=epoch, rank=rank)
         oy = np.floor(rng.random(len(idx)) * (rh - spec.crop + 1)).astype(np.int64)
         ox = np.floor(rng.random(len(idx)) * (rw - spec.crop + 1)).astype(np.int64)
         flip = rng.random(len(idx)) < 0.5 if spec.flip else np.zeros(len(idx), dtype=bool)

@@ -66,6 +66,7 @@ class MixMethod:
     deterministic; ``__call__`` samples only when no params are given."""
 
     name = "?"
+    params_type: type = object  # what ``sample`` returns and ``apply`` accepts
     # True where a same-label pair's one class weight stands in both w_a and w_b (SnapMix);
     # else that class's weight is w_a + w_b
     merges_same_label = False
@@ -80,18 +81,28 @@ class MixMethod:
     def sample(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
         raise NotImplementedError
 
+    def _apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto",
+               geometry=None) -> MixedBatch:
+        """The method itself, on checked inputs and params."""
+        raise NotImplementedError
+
     def apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
-        """``geometry``: the loader's Batch (``indices``, ``window``, ``flip``); only
-        SnapMix's CAM cache reads it."""
-        raise NotImplementedError
+        """Mix with ``params`` (deterministic), after checking the batch and that the
+        params fit it. ``geometry``: the loader's Batch (``indices``, ``window``,
+        ``flip``); only SnapMix's CAM cache reads it."""
+        self.check(images, labels)
+        self.check_params(params, images)
+        return self._apply(images, labels, params, model=model, backend=backend, geometry=geometry)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, model=None, params: Any = None,
                  backend: str = "auto", geometry=None) -> MixedBatch:
         self.check(images, labels)
         if params is None:
             params = self.sample(images, labels)
-        return self.apply(images, labels, params, model=model, backend=backend, geometry=geometry)
+        else:
+            self.check_params(params, images)
+        return self._apply(images, labels, params, model=model, backend=backend, geometry=geometry)
 
     def set_epoch(self, epoch: int) -> None:
         """The trainer calls this each epoch (SnapMix's CAM cache stamps maps with it)."""
@@ -113,6 +124,23 @@ class MixMethod:
             top = self.num_classes
             if lo < 0 or (top is not None and hi >= top):
                 raise ValueError(f"labels must be in [0, {top if top is not None else 'num_classes'}), got min {lo}, max {hi}")
+
+    def check_params(self, params, images: torch.Tensor) -> None:
+        """``apply`` calls this: replayed params must be this method's kind and fit the batch."""
+        if not isinstance(params, self.params_type):
+            raise ValueError(f"{type(self).__name__} takes {self.params_type.__name__}, got {type(params).__name__}")
+        if hasattr(params, "check"):
+            n, _, h, w = images.shape
+            params.check(n=n, height=h, width=w)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep beyond the generator (reseeded each epoch): nothing
+        for a stateless method."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)}")
 
     # helpers shared by the methods
 

@@ -11,10 +11,11 @@ __all__ = ["Baseline"]
 
 class Baseline(MixMethod):
     name = "baseline"
+    params_type = type(None)
 
     def sample(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         return None
 
-    def apply(self, images, labels, params=None, *, model=None, backend: str = "auto",
+    def _apply(self, images, labels, params=None, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         return self.unmixed(images, labels)

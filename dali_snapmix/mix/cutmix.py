@@ -41,6 +41,8 @@ def paste(images: torch.Tensor, params: BoxParams, *, backend: str, tag: str) ->
 
 
 class CutMix(MixMethod):
+    params_type = BoxParams
+
     def __init__(self, *, prob: float = 1.0, beta: float = 3.0, asymmetric: bool = False, per_sample: bool = False,
                  num_classes: int | None = None, seed: int | None = None) -> None:
         super().__init__(num_classes=num_classes, seed=seed)
@@ -52,7 +54,7 @@ class CutMix(MixMethod):
         return sample_box_params(self, images, prob=self.prob, beta=self.beta, asymmetric=self.asymmetric,
                                  per_sample=self.per_sample)
 
-    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
+    def _apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         if not params.mix:
             return self.unmixed(images, labels)

@@ -18,6 +18,7 @@ __all__ = ["CutOut"]
 
 class CutOut(MixMethod):
     name = "cutout"
+    params_type = CutOutParams
 
     def __init__(self, *, prob: float = 0.5, lam: float = 0.75, per_sample: bool = False,
                  num_classes: int | None = None, seed: int | None = None) -> None:
@@ -33,7 +34,7 @@ class CutOut(MixMethod):
         box = rand_boxes([self.lam] * k, height=h, width=w, rng=self.rng).expand(n, 4).contiguous()
         return CutOutParams(apply=apply, box=box)
 
-    def apply(self, images, labels, params: CutOutParams, *, model=None, backend: str = "auto",
+    def _apply(self, images, labels, params: CutOutParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         if params.apply:
             kernels.fill_box(images, boxes=params.box, value=0.0, backend=backend, tag=self.name)

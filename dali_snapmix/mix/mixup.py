@@ -19,6 +19,7 @@ __all__ = ["Mixup"]
 
 class Mixup(MixMethod):
     name = "mixup"
+    params_type = BlendParams
 
     def __init__(self, *, prob: float = 0.5, beta: float = 1.0, per_sample: bool = False,
                  num_classes: int | None = None, seed: int | None = None) -> None:
@@ -32,7 +33,7 @@ class Mixup(MixMethod):
         lam = torch.from_numpy(np.broadcast_to(lam, (n,)).astype(np.float32).copy())
         return BlendParams(mix=mix, perm=self.permutation(n), lam=lam)
 
-    def apply(self, images, labels, params: BlendParams, *, model=None, backend: str = "auto",
+    def _apply(self, images, labels, params: BlendParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         if not params.mix:
             return self.unmixed(images, labels)

@@ -1,4 +1,9 @@
-"""Frozen params objects: everything a method drew at random for one batch."""
+"""Frozen params objects: everything a method drew at random for one batch.
+
+``check(n=, height=, width=)`` tells whether a params object fits a batch: ``apply`` runs
+it, so params replayed from elsewhere (another batch size, another crop, a hand-made
+box) fail with the offending value instead of writing outside a tensor.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,30 @@ import torch
 from .boxes import box_area, rand_boxes
 
 
+def _check_tensor(name: str, t, *, shape: tuple, dtypes: tuple) -> None:
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype not in dtypes:
+        raise ValueError(f"{name} must be a {' or '.join(str(d) for d in dtypes)} tensor of shape {shape}, got "
+                         f"{getattr(t, 'dtype', type(t).__name__)} of shape {tuple(getattr(t, 'shape', ()))}")
+
+
+def _check_perm(perm, n: int) -> None:
+    """Each sample's partner: an index into the batch (a permutation where the method draws one)."""
+    _check_tensor("perm", perm, shape=(n,), dtypes=(torch.int64,))
+    if n and (int(perm.min()) < 0 or int(perm.max()) >= n):
+        raise ValueError(f"perm must index the batch of {n}, got values from {int(perm.min())} to {int(perm.max())}")
+
+
+def _check_boxes(name: str, boxes, n: int, height: int, width: int) -> None:
+    """int64 (n, 4) boxes (y0, y1, x0, x1) with 0 <= y0 <= y1 <= height and 0 <= x0 <= x1 <= width."""
+    _check_tensor(name, boxes, shape=(n, 4), dtypes=(torch.int64,))
+    b = boxes.cpu()
+    ok = (b[:, 0] >= 0) & (b[:, 0] <= b[:, 1]) & (b[:, 1] <= height) & (b[:, 2] >= 0) & (b[:, 2] <= b[:, 3]) & (b[:, 3] <= width)
+    if not bool(ok.all()):
+        i = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"{name}[{i}] = {b[i].tolist()} (y0, y1, x0, x1) does not lie inside the {height}x{width} "
+                         f"images (0 <= y0 <= y1 <= {height}, 0 <= x0 <= x1 <= {width})")
+
+
 @dataclass(frozen=True)
 class BlendParams:
     """Mixup: ``mix`` (the switch coin), ``perm`` int64 (N,), ``lam`` float32 (N,)."""
@@ -17,6 +46,14 @@ class BlendParams:
     mix: bool
     perm: torch.Tensor
     lam: torch.Tensor
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        _check_perm(self.perm, n)
+        _check_tensor("lam", self.lam, shape=(n,), dtypes=(torch.float32, torch.float64))
+        bad = ~((self.lam >= 0) & (self.lam <= 1))  # NaN fails too
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"lam must be in [0, 1], got lam[{i}] = {float(self.lam[i])}")
 
 
 @dataclass(frozen=True)
@@ -28,6 +65,11 @@ class BoxParams:
     perm: torch.Tensor
     src_box: torch.Tensor
     dst_box: torch.Tensor
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        _check_perm(self.perm, n)
+        _check_boxes("src_box", self.src_box, n, height, width)
+        _check_boxes("dst_box", self.dst_box, n, height, width)
 
     @property
     def live(self) -> torch.Tensor:
@@ -41,6 +83,9 @@ class CutOutParams:
 
     apply: bool
     box: torch.Tensor
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        _check_boxes("box", self.box, n, height, width)
 
 
 def draw_boxes(rng: np.random.Generator, *, n: int, beta: float, height: int, width: int, per_sample: bool) -> torch.Tensor:

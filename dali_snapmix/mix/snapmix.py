@@ -71,6 +71,7 @@ _SEMANTICS = {
 
 class SnapMix(MixMethod):
     merges_same_label = True  # same-label pairs: both weights are rho_a + rho_b
+    params_type = BoxParams
 
     def __init__(
         self,
@@ -136,6 +137,19 @@ class SnapMix(MixMethod):
             if not bool((p == torch.arange(n)).any()):
                 return p
 
+    def state_dict(self) -> dict:
+        """The CAM cache and the per-source counters: with them a resumed cached-mode run
+        finds the same maps fresh and continues bit for bit."""
+        return {"cache_stats": dict(self.cache_stats), "cache": None if self.cache is None else self.cache.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state.get("cache") is None) != (self.cache is None):
+            raise ValueError(f"the saved SnapMix state {'has' if state.get('cache') is not None else 'has no'} CAM cache "
+                             f"but this SnapMix {'has' if self.cache is not None else 'has none'}")
+        self.cache_stats = dict(state["cache_stats"])
+        if self.cache is not None:
+            self.cache.load_state_dict(state["cache"])
+
     def head(self, model: nn.Module) -> CAMHead:
         if self.cam_head is not None:
             return self.cam_head
@@ -165,7 +179,7 @@ class SnapMix(MixMethod):
             model.eval()
         try:
             x = self.cam_input(images)
-            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast and images.is_cuda else nullcontext()
+            ctx = torch.autocast(images.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
             with ctx, nvtx_range(f"{self.name}/cam"):
                 return class_activation_maps(head, x, labels)
         finally:
@@ -235,7 +249,7 @@ class SnapMix(MixMethod):
             self.cache.store(idx, cam, win, flip, epoch)
             self.cache_stats["free"] += n
 
-    def apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
+    def _apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         n, _, h, w = images.shape
         dev = images.device

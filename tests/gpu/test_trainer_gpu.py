@@ -42,3 +42,35 @@ def test_one_process_nccl_under_torchrun(birds, tmp_path, free_port):
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     assert "world=1" in p.stdout and "backend=nccl" in p.stdout and "RESULT" in p.stdout
+
+
+def test_fp16_step_with_the_scaler_updates_what_underflows_without_it():
+    """A loss whose fp16 gradients flush to zero unscaled (1e-9 x a unit-size loss): the
+    trainer's step with --amp fp16's scaler still moves the weights; the same step with
+    the scaler off (what fp16 training did before) leaves them where they were."""
+    from train_dali import backward_step
+
+    moved = {}
+    for enabled in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(64, 8).cuda()
+        opt = torch.optim.SGD(model.parameters(), lr=1e6)
+        scaler = torch.amp.GradScaler("cuda", enabled=enabled)
+        before = model.weight.detach().clone()
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(torch.randn(16, 64, device="cuda")).float().square().mean() * 1e-9
+        backward_step(loss, opt, scaler)
+        moved[enabled] = (model.weight.detach() - before).abs().max().item()
+    assert moved[False] == 0.0 and moved[True] > 0.0, moved
+
+
+def test_the_pytorch_loader_pins_its_batches(birds):
+    """pin_memory=True reaches every tensor of a Batch: the copies to the GPU can overlap."""
+    from dali_snapmix.data import ImageSource, TransformSpec, make_loader
+
+    src = ImageSource.from_folder(birds.root / "train")
+    loader = make_loader("pytorch", src, batch_size=4, train=True, spec=TransformSpec(resize=40, crop=32),
+                         device="gpu", workers=1)
+    loader._sampler.epoch_plan = loader.plan(0)  # what __iter__ does, then the DataLoader's own batch, pre-copy
+    b = next(iter(loader._loader))
+    assert all(v.is_pinned() for v in vars(b).values()), {k: v.is_pinned() for k, v in vars(b).items()}
