@@ -110,3 +110,60 @@ def test_measure_scores_a_loader_and_leaves_the_model_as_it_was(birds):
     assert not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_part_truth_is_the_part_mass_the_mixed_image_shows():
+    """Independent of part_truth's formula: each sample's part map goes in a channel of its
+    own and through paste_resized with the params themselves. In row i of the mixed batch,
+    channel i holds what is left of i's parts (t_a) and channel perm[i] what its partner
+    brought (t_b). Equal-sized boxes at other places (a move, no resize): exact to
+    float32; a swap of the source and target boxes in the truth fails by far. Boxes of
+    other sizes with a constant part map: the pasted mass is the source box's share
+    scaled by the areas, since a bilinear resize keeps a constant constant."""
+    from dali_snapmix.kernels import paste_resized
+
+    rng = np.random.default_rng()
+    n, h, w, side = 7, 40, 40, 14
+    yy, xx = np.mgrid[0:h, 0:w]
+    cov = np.zeros((n, h, w))
+    for i in range(n):  # a few blobs anywhere: parts inside, across and outside the boxes
+        for _ in range(3):
+            cy, cx, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, 6)
+            cov[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    order = torch.from_numpy(rng.permutation(n))
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(1)  # one random n-cycle: no self-pairs
+
+    def at(y, x, sy=side, sx=side):
+        return [y, y + sy, x, x + sx]
+
+    src = torch.tensor([at(*rng.integers(0, h - side + 1, 2)) for _ in range(n)])
+    dst = torch.tensor([at(*rng.integers(0, h - side + 1, 2)) for _ in range(n)])
+    src[0], dst[0] = torch.tensor(at(0, 0)), torch.tensor(at(h - side, w - side))  # opposite corners
+    x = torch.zeros(n, n, h, w)
+    for i in range(n):
+        x[i, i] = torch.from_numpy(cov[i]).float()
+    mixed = paste_resized(x, perm=perm, src_box=src, dst_box=dst).double()
+    c = torch.from_numpy(cov)
+    total = c.float().double().sum((1, 2))
+    i = torch.arange(n)
+    shown_a = mixed[i, i].sum((1, 2)) / total
+    shown_b = mixed[i, perm].sum((1, 2)) / total[perm]
+    held = torch.ones(n, dtype=torch.float64)
+    t = part_truth(c, held, torch.arange(n), BoxParams(mix=True, perm=perm, src_box=src, dst_box=dst))
+    torch.testing.assert_close(t.t_a, shown_a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(t.t_b, shown_b, rtol=0, atol=1e-5)
+    swapped = part_truth(c, held, torch.arange(n), BoxParams(mix=True, perm=perm, src_box=dst, dst_box=src))
+    assert (swapped.t_b - shown_b).abs().max() > 0.05 or (swapped.t_a - shown_a).abs().max() > 0.05
+
+    # boxes of other sizes: a constant part map makes the resized mass exact
+    ones = torch.ones(n, h, w, dtype=torch.float64)
+    src = torch.tensor([at(2, 3, 10, 20), at(0, 0, h, w), at(5, 5, 1, 1), at(30, 0, 10, w), *[at(4, 4, 8, 8)] * (n - 4)])
+    dst = torch.tensor([at(0, 0, 25, 7), at(10, 10, 3, 4), at(0, 0, h, w), at(39, 0, 1, w), *[at(20, 20, 16, 12)] * (n - 4)])
+    mixed = paste_resized(ones.float().clone()[:, None].repeat(1, n, 1, 1) * torch.eye(n)[:, :, None, None],
+                          perm=perm, src_box=src, dst_box=dst).double()
+    area = lambda b: ((b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])).double()  # noqa: E731
+    shown_b = mixed[i, perm].sum((1, 2)) * area(src) / area(dst) / (h * w)
+    t = part_truth(ones, held, torch.arange(n), BoxParams(mix=True, perm=perm, src_box=src, dst_box=dst))
+    torch.testing.assert_close(t.t_b, shown_b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(t.t_a, mixed[i, i].sum((1, 2)) / (h * w), rtol=0, atol=1e-6)
