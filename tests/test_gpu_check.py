@@ -44,9 +44,10 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert sorted(os.listdir(out)) == ["junit-memcheck.xml", "junit.xml", "log.txt", "report.json", "report.md"]
 
 
-def test_a_step_past_its_limit_gets_sigint_then_its_whole_group_is_killed(tmp_path):
+def test_a_step_past_its_limit_gets_sigint_then_its_whole_group_is_killed(tmp_path, monkeypatch):
     """The step's own process traps SIGINT (as pytest does, to write its junit) and exits;
     a grandchild that ignores it dies with the group."""
+    monkeypatch.setattr(gpu_check, "GRACE_S", 1.0)  # 5 s on the GPU machine; the same code path
     child = tmp_path / "child.pid"
     script = (f"import signal, subprocess, sys, time\n"
               f"p = subprocess.Popen(['sleep', '60'], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))\n"
@@ -54,7 +55,7 @@ def test_a_step_past_its_limit_gets_sigint_then_its_whole_group_is_killed(tmp_pa
               f"try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    print('got SIGINT'); sys.exit(3)\n")
     with open(tmp_path / "log.txt", "w+") as log:
         t = time.monotonic()
-        rc, timed_out, secs = run_group([sys.executable, "-c", script], 2.0, env=dict(os.environ), log=log)
+        rc, timed_out, secs = run_group([sys.executable, "-c", script], 1.5, env=dict(os.environ), log=log)
         log.seek(0)
         text = log.read()
     assert timed_out and rc == 3 and "got SIGINT" in text and time.monotonic() - t < 10
