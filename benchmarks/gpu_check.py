@@ -131,15 +131,13 @@ class Check:
             print(f"[{self.elapsed():5.0f} s] {name}: not reached (the budget is spent)", flush=True)
             return self.steps[name]
         print(f"[{self.elapsed():5.0f} s] {name} (limit {limit:.0f} s): {' '.join(cmd)}", flush=True)
-        with open(self.log_path, "a") as log:
+        with open(self.log_path, "a+", errors="replace") as log:  # writes append; reads follow seek
             log.write(f"\n===== {name}: {' '.join(cmd)}\n")
             log.flush()
             start_at = log.tell()
             rc, timed_out, secs = run_group(cmd, limit, env=env, log=log)
-        with open(self.log_path, errors="replace") as log:
             log.seek(start_at)
             text = log.read()
-        with open(self.log_path, "a") as log:
             log.write(f"\n===== {name}: rc {rc}, {secs:.1f} s{' (time limit)' if timed_out else ''}\n")
         status = "time limit" if timed_out else ("ok" if rc == 0 else f"rc {rc}")
         self.steps[name] = {"name": name, "cmd": cmd, "status": status, "rc": rc, "timed_out": timed_out,
@@ -378,9 +376,10 @@ def main(argv=None) -> int:
     check = Check(out, a.budget, selected, a.rehearse)
     bad = 1
     try:
-        check.info, why = guarded(machine, a.rehearse)
+        info, why = guarded(machine, a.rehearse)
+        check.info = info or {"error": why}
         if why:
-            check.info, _ = {"error": why}, check.problems.append(f"machine info: {why}")
+            check.problems.append(f"machine info: {why}")
         print(f"GPU {check.info.get('gpu')} ({check.info.get('nvidia_smi', '')}), torch {check.info.get('torch')} "
               f"CUDA {check.info.get('cuda')}", flush=True)
         check.write_report()

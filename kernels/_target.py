@@ -169,15 +169,10 @@ def cache_dir() -> str:
     return os.path.join(root, "kernels-" + sources_digest()[:16])
 
 
-def _disk_cached(dispatcher):
-    """Numba's on-disk cache, keyed on the content of every file in kernels/ and on the
-    variant (Numba's own key is the kernel's file, its path and its bytecode, blind to the
-    helpers bound in, and a copy elsewhere, such as an install, starts cold): a process
-    loads a compiled kernel in milliseconds instead of compiling it for seconds.
-    DALI_SNAPMIX_KERNEL_CACHE=0 turns it off (each process compiles, as Numba does
-    without a cache); where no cache folder is writable, the same."""
-    if os.environ.get("DALI_SNAPMIX_KERNEL_CACHE", "1") == "0":
-        return dispatcher
+@functools.cache
+def _variant_cache_class() -> type:
+    """Numba's FunctionCache, located by content (one folder per state of kernels/, not
+    beside the source file) and keyed on the variant too; built once, on first use."""
     from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator
 
     class ContentLocator(_CacheLocator):
@@ -215,8 +210,20 @@ def _disk_cached(dispatcher):
         def _index_key(self, sig, codegen):
             return (*super()._index_key(sig, codegen), self._variant)
 
+    return VariantCache
+
+
+def _disk_cached(dispatcher):
+    """Numba's on-disk cache, keyed on the content of every file in kernels/ and on the
+    variant (Numba's own key is the kernel's file, its path and its bytecode, blind to the
+    helpers bound in, and a copy elsewhere, such as an install, starts cold): a process
+    loads a compiled kernel in milliseconds instead of compiling it for seconds.
+    DALI_SNAPMIX_KERNEL_CACHE=0 turns it off (each process compiles, as Numba does
+    without a cache); where no cache folder is writable, the same."""
+    if os.environ.get("DALI_SNAPMIX_KERNEL_CACHE", "1") == "0":
+        return dispatcher
     try:
-        dispatcher._cache = VariantCache(dispatcher.py_func, variant_key(dispatcher.py_func))
+        dispatcher._cache = _variant_cache_class()(dispatcher.py_func, variant_key(dispatcher.py_func))
     except RuntimeError:  # no writable cache folder
         pass
     return dispatcher
