@@ -264,12 +264,22 @@ def machine(rehearse: bool) -> dict:
                 info[mod] = "missing"
                 continue
             m = __import__(mod, fromlist=["__version__"])
-            info[mod] = getattr(m, "__version__", "?")
+            info[mod] = getattr(m, "__version__", None) or distribution_version(mod)
         except Exception as e:  # a missing package is a fact for the report, not a failure
             info[mod] = f"missing ({type(e).__name__})"
     for tool in ("compute-sanitizer", "ncu", "nsys", "ptxas"):
         info[tool] = shutil.which(tool) or "missing"
     return info
+
+
+def distribution_version(module: str) -> str:
+    """The installed version of a module without ``__version__`` (pytest_timeout)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(module.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "installed, version unknown"
 
 
 def junit(path: Path) -> list[dict]:
