@@ -188,9 +188,10 @@ def _background(rng: np.random.Generator, h: int, w: int) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.5))))
 
 
-def _bird(rng: np.random.Generator, label: int, side: int) -> tuple[Image.Image, Image.Image]:
+def _bird(rng: np.random.Generator, label: int, side: int, *, draw_parts: bool = True) -> tuple[Image.Image, Image.Image]:
     """Draw one bird facing right on a transparent square canvas of ``side`` pixels, and
-    the mask ("L", 0 or 255) of its visible class-deciding parts on a canvas of the same size."""
+    the mask ("L", 0 or 255) of its visible class-deciding parts on a canvas of the same size.
+    Without ``draw_parts`` the parts are left out of the drawing (not of the mask)."""
     bar_rgb = list(WING_BARS.values())[label // len(HEAD_MARKS)]
     mark = HEAD_MARKS[label % len(HEAD_MARKS)]
     s = side / 100.0  # drawing units: the canvas is 100 x 100
@@ -214,10 +215,10 @@ def _bird(rng: np.random.Generator, label: int, side: int) -> tuple[Image.Image,
     d.ellipse(box(30, 44, 62, 60), fill=dark)
     bar = _jitter(rng, bar_rgb, 12) + (255,)
     # each part is drawn twice with the same geometry: in colour, and into the mask
-    for draw, fill in ((d, bar), (p, 255)):
+    for draw, fill in ((d, bar), (p, 255))[0 if draw_parts else 1:]:
         draw.polygon([(34 * s, 50 * s), (58 * s, 48 * s), (58 * s, 53 * s), (34 * s, 55 * s)], fill=fill)
     # the head mark: the second discriminative part
-    for draw, fill in ((d, (20, 20, 20, 255)), (p, 255)):
+    for draw, fill in ((d, (20, 20, 20, 255)), (p, 255))[0 if draw_parts else 1:]:
         if mark == "cap":
             draw.chord(box(63, 24, 83, 44), start=180, end=360, fill=fill)
         elif mark == "eyestripe":
@@ -231,15 +232,18 @@ def _bird(rng: np.random.Generator, label: int, side: int) -> tuple[Image.Image,
     return canvas, parts
 
 
-def render_bird(rng: np.random.Generator, *, label: int, size: tuple[int, int], with_parts: bool = False):
+def render_bird(rng: np.random.Generator, *, label: int, size: tuple[int, int], with_parts: bool = False,
+                draw_parts: bool = True):
     """One RGB image of class ``label``; every random choice comes from ``rng``. With
     ``with_parts``: (image, 1-bit part mask of the same size), the mask taken through the
-    bird's own flip, rotation and placement (thresholded at half coverage)."""
+    bird's own flip, rotation and placement (thresholded at half coverage). Without
+    ``draw_parts`` the same bird from the same ``rng`` without its wing bar and head mark
+    (the mask unchanged): what the parts painted is where the two images differ."""
     h = int(round(size[0] * rng.uniform(0.85, 1.15)))
     w = int(round(size[1] * rng.uniform(0.85, 1.15)))
     img = _background(rng, h, w)
     side = int(min(h, w) * rng.uniform(0.45, 0.8))
-    bird, parts = _bird(rng, label, side)
+    bird, parts = _bird(rng, label, side, draw_parts=draw_parts)
     if rng.random() < 0.5:
         bird = bird.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         parts = parts.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
