@@ -39,16 +39,13 @@ import dataclasses
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train_dali.py sits at the top of the repository
+import torch
 
-import torch  # noqa: E402
-
-from train_dali import BIRDS, PRESETS, Config, for_method, train  # noqa: E402
+from dali_snapmix.config import BIRDS, PRESETS, Config, for_method
+from dali_snapmix.trainer import train
 
 METHODS = {
     "baseline": {"mix": "baseline"},
@@ -104,7 +101,7 @@ def dataset(protocol: str, a) -> Path:
 
     if a.quick:  # the embedded set: always present, small
         return ensure_synthetic_birds(cache_dir=a.cache_dir, train_per_class=5, test_per_class=3, size=(60, 80)).root
-    if protocol == "embedded":  # the trainer's own copy (train_dali.BIRDS)
+    if protocol == "embedded":  # the trainer's own copy (dali_snapmix.config.BIRDS)
         return ensure_synthetic_birds(cache_dir=a.cache_dir, **BIRDS).root
     from dali_snapmix.data import ensure_fashion_mnist
 

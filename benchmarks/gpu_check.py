@@ -6,8 +6,8 @@
 
 Runs with the machine's own Python and packages (torch, numba-cuda, ...; no network, no
 DALI, no nvtx module needed). First this working tree is installed without dependencies
-(pip --no-deps --no-build-isolation --no-index --target; if pip cannot, the checkout itself
-is used: it imports uninstalled) and an import probe runs a kernel. Then the parts, in
+(pip --no-deps --no-build-isolation --no-index --target; if pip cannot, the package is
+copied there as setuptools lays it out) and an import probe runs a kernel. Then the parts, in
 order of value, each under its own time limit:
 
   tests              pytest tests/gpu/ (kernels on real CUDA tensors, every method CUDA vs
@@ -396,10 +396,14 @@ def main(argv=None) -> int:
         site = Path(tempfile.mkdtemp(prefix="dali-snapmix-site-"))
         r = check.run("install", [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                                   "--no-index", "--target", str(site), str(ROOT)], env)
-        installed = r["rc"] == 0
-        check.install_how = f"pip --target {site}" if installed else "the checkout itself (pip could not install: log.txt)"
+        check.install_how = f"pip --target {site}"
+        if r["rc"] != 0:  # lay the package out as setuptools would: kernels/ becomes dali_snapmix/kernels
+            shutil.rmtree(site / "dali_snapmix", ignore_errors=True)
+            shutil.copytree(ROOT / "dali_snapmix", site / "dali_snapmix")
+            shutil.copytree(ROOT / "kernels", site / "dali_snapmix" / "kernels", dirs_exist_ok=True)
+            check.install_how = f"copied into {site} (pip could not install: log.txt)"
         path = [str(BLOCKER)] if a.rehearse else []
-        path += ([str(site)] if installed else []) + [str(ROOT)]  # tests import train_dali.py and benchmarks/
+        path += [str(site), str(ROOT)]  # tests import train_dali.py and benchmarks/ from the checkout
         env["PYTHONPATH"] = os.pathsep.join(path)
         check.write_report()
         check.run("import", [sys.executable, "-P", "-c", PROBE], env)

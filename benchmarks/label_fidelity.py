@@ -26,22 +26,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train_dali.py sits at the top of the repository
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from dali_snapmix.config import BIRDS, parse_args
+from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader
+from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, snapshot, summarise
+from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, SnapMix
+from dali_snapmix.mix.params import paste_boxes
+from dali_snapmix.mix.snapmix import merge_same_label
+from dali_snapmix.models import build_model, input_normalisation
+from dali_snapmix.trainer import train
 
-from dali_snapmix import kernels  # noqa: E402
-from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader  # noqa: E402
-from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, snapshot, summarise  # noqa: E402
-from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, SnapMix  # noqa: E402
-from dali_snapmix.models import build_model, input_normalisation  # noqa: E402
-from train_dali import BIRDS, parse_args, train  # noqa: E402
+
+@dataclass(frozen=True)
+class ShuffledBoxParams(BoxParams):
+    """SnapMix's boxes, and the permutation that hands each sample another's truth."""
+
+    shuffle: torch.Tensor | None = None
 
 
 class TruthLabels(MixMethod):
@@ -56,21 +62,20 @@ class TruthLabels(MixMethod):
         self.masks, self.shuffle, self.boxes = masks, shuffle, SnapMix()
         self.name = "shuffled-truth" if shuffle else "truth"
 
-    def sample(self, images, labels):
-        self.boxes.rng = self.rng
-        return self.boxes.sample(images, labels)
+    def _sample(self, images, labels, rng):
+        p = self.boxes.sample(images, labels, rng=rng)
+        shuffle = torch.from_numpy(rng.permutation(len(labels))) if self.shuffle else None
+        return ShuffledBoxParams(mix=p.mix, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box, shuffle=shuffle)
 
     def _apply(self, images, labels, params, *, model=None, backend="auto", geometry=None) -> MixedBatch:
         cov, held = self.masks.in_crops(geometry, images.shape[-1])
         t = part_truth(cov, held, labels, params)
         t_a, t_b = t.t_a, t.t_b
-        if self.shuffle:
-            p = torch.from_numpy(self.rng.permutation(len(t_a)))
-            t_a, t_b = t_a[p], t_b[p]
-        kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box)
+        if params.shuffle is not None:
+            t_a, t_b = t_a[params.shuffle], t_b[params.shuffle]
+        paste_boxes(images, params, backend=backend, tag=self.name)
         y = labels.to(torch.int64)
-        w_a = torch.where(t.same, t_a + t_b, t_a)
-        w_b = torch.where(t.same, t_a + t_b, t_b)
+        w_a, w_b = merge_same_label(t_a, t_b, t.same)
         return MixedBatch(images, y, y[params.perm], w_a.float(), w_b.float())
 
 
@@ -112,7 +117,7 @@ def fill_cache(mix: SnapMix, model, loader, epoch: int) -> None:
     mix.set_epoch(epoch)
     loader.set_epoch(epoch)
     for b in loader:
-        mix.cams(b.images, b.labels.to(torch.int64), model, geometry=b)
+        mix.source.maps(b.images, b.labels.to(torch.int64), model, geometry=b.geometry)
         restore()
 
 

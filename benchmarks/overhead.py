@@ -39,46 +39,15 @@ import contextlib
 import platform
 import statistics
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, mixed_cross_entropy
-from dali_snapmix.mix.boxes import rand_boxes
+from dali_snapmix.data import CropGeometry
+from dali_snapmix.mix import CAMCache, CAMHead, build_mix, mixed_cross_entropy
+from dali_snapmix.mix.params import sample_box_params
+from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
-
-
-def reference_snapmix(images, labels, model, head: CAMHead, rng: np.random.Generator, beta: float = 5.0):
-    """The authors' released SnapMix (prob 1), transcribed: see ../shared/reference/snapmix.md."""
-    n, _, H, W = images.shape
-    with torch.no_grad():
-        fms = F.relu(head.features(images))
-        w = head.classifier.weight
-        out = F.conv2d(fms, w.view(w.shape[0], w.shape[1], 1, 1), bias=head.classifier.bias)
-        maps = torch.stack([out[i, labels[i]] for i in range(n)])
-        maps = F.interpolate(maps[:, None], (H, W), mode="bilinear", align_corners=False)[:, 0]
-        for i in range(n):
-            maps[i] -= maps[i].min()
-            maps[i] /= maps[i].sum()
-    perm = torch.from_numpy(rng.permutation(n))
-    y0, y1, x0, x1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
-    a0, a1, b0, b1 = rand_boxes([rng.beta(beta, beta)], height=H, width=W, rng=rng)[0].tolist()
-    wa, wb = torch.ones(n, device=images.device), torch.zeros(n, device=images.device)
-    if (y1 - y0) * (x1 - x0) > 0 and (a1 - a0) * (b1 - b0) > 0:
-        patch = images[perm, :, a0:a1, b0:b1].clone()
-        images[:, :, y0:y1, x0:x1] = F.interpolate(patch, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=True)
-        wa = 1 - maps[:, y0:y1, x0:x1].sum((1, 2)) / (maps.sum((1, 2)) + 1e-8)
-        wb = maps[perm][:, a0:a1, b0:b1].sum((1, 2)) / (maps[perm].sum((1, 2)) + 1e-8)
-        same = labels == labels[perm]
-        tmp = wa.clone()
-        wa[same] += wb[same]
-        wb[same] += tmp[same]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (H * W)
-        wa[torch.isnan(wa)] = lam
-        wb[torch.isnan(wb)] = 1 - lam
-    return MixedBatch(images, labels, labels[perm], wa.float(), wb.float())
 
 
 def main(argv=None) -> dict:
@@ -130,7 +99,7 @@ def main(argv=None) -> dict:
         side = a.crop * 8 / 7
         y0, x0 = geo_rng.uniform(0, side - a.crop, (2, a.batch))
         win = torch.from_numpy(np.stack([y0, y0 + a.crop, x0, x0 + a.crop], 1)).float()
-        return SimpleNamespace(indices=torch.arange(a.batch), window=win, flip=torch.from_numpy(geo_rng.random(a.batch) < 0.5))
+        return CropGeometry(indices=torch.arange(a.batch), window=win, flip=torch.from_numpy(geo_rng.random(a.batch) < 0.5))
     ref_rng = np.random.default_rng(a.seed)
     aug_time: dict[str, list[float]] = {}
     cam_time: dict[str, list[float]] = {}  # the CAM forward inside the augmentation (floor: its forward)
@@ -151,11 +120,11 @@ def main(argv=None) -> dict:
         return run
 
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached"):
-        mixers[m].exact_cams = timing_cams(mixers[m].exact_cams)
+        mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
     def bare_forward(x):
         with autocast():
-            return head.features(mixers["snapmix"].cam_input(x))
+            return head.features(mixers["snapmix"].cam_pass.input(x))
 
     floor_forward = timing_cams(bare_forward)
 
@@ -166,7 +135,10 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         if name == "snapmix-reference":
             with autocast():  # the release has no autocast; under --amp its CAM pass gets the same as ours
-                target = reference_snapmix(x, labels, model, head, ref_rng)
+                # the release draws its params inline: one box pair for the batch, randperm partners
+                p = sample_box_params(ref_rng, n=a.batch, height=a.crop, width=a.crop, prob=1.0, beta=5.0,
+                                      asymmetric=True, per_sample=False)
+                target = released_snapmix(x, labels, p, head=head)
         elif name == "floor":
             with torch.no_grad():
                 floor_forward(x)

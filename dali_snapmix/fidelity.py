@@ -155,11 +155,11 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
         for e in epochs:
             loader.set_epoch(e)
             mix.set_epoch(e)
-            mix.rng = generator(seed, "fidelity", epoch=e)
+            rng = generator(seed, "fidelity", epoch=e)
             for b in loader:
                 cov, held = masks.in_crops(b, loader.spec.crop)
-                params = mix.sample(b.images, b.labels)
-                out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b)
+                params = mix.sample(b.images, b.labels, rng=rng)
+                out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b.geometry)
                 restore()
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)
                 mixed += int(truth.mixed.sum())

@@ -119,17 +119,30 @@ def init_new_head(classifier: nn.Linear) -> None:
             classifier.bias.zero_()
 
 
-def classifier_of(model: nn.Module) -> nn.Module:
-    """The model's final linear layer (the part a pretrained checkpoint does not provide)."""
-    for attr in ("fc", "classifier"):
-        m = getattr(model, attr, None)
-        if isinstance(m, nn.Sequential):
-            m = m[-1]
-        if isinstance(m, nn.Linear):
-            return m
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
-    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
+def classifier_of(model: nn.Module) -> nn.Linear:
+    """The model's final linear layer: timm's ``get_classifier()``, else a linear ``fc`` or
+    ``classifier``, or one of those as Dropout layers then a Linear (torchvision's
+    EfficientNet). The one search the trainer (the layer a pretrained checkpoint does not
+    provide) and the CAM head (:meth:`dali_snapmix.mix.CAMHead.of`) both use."""
+    m = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    found = []
+    if hasattr(m, "get_classifier"):  # timm
+        clf = m.get_classifier()
+        if isinstance(clf, nn.Linear):
+            return clf
+        found.append(f"get_classifier()={type(clf).__name__}")
+    for name in ("fc", "classifier"):
+        head = getattr(m, name, None)
+        if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear) and all(
+            isinstance(h, nn.Dropout) for h in head[:-1]
+        ):
+            head = head[-1]
+        if isinstance(head, nn.Linear):
+            return head
+        if head is not None:
+            found.append(f"{name}={type(head).__name__}")
+    raise ValueError(f"cannot find the linear classifier of {type(m).__name__} "
+                     f"(found: {', '.join(found) or 'no fc, classifier or get_classifier'})")
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

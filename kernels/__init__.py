@@ -6,9 +6,10 @@ Each kernel dispatches by the tensors' device: CUDA tensors go to Numba CUDA ker
 Numba and its CUDA target are imported only when a kernel first runs.
 """
 
+from ._target import nvtx_range
 from .blend import blend, mask_blend
 from .fill_box import fill_box
 from .paste_resized import paste_resized
 from .spm_box_mass import spm_box_mass
 
-__all__ = ["blend", "fill_box", "mask_blend", "paste_resized", "spm_box_mass"]
+__all__ = ["blend", "fill_box", "mask_blend", "nvtx_range", "paste_resized", "spm_box_mass"]

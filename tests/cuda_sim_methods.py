@@ -50,8 +50,7 @@ def main() -> None:
     }
     for name, mix in methods.items():
         for rep in range(3):
-            mix.rng = np.random.default_rng([seed, rep])
-            params = mix.sample(x, y)
+            params = mix.sample(x, y, rng=np.random.default_rng([seed, rep]))
             model = torch.nn.Sequential(features)  # SnapMix takes the head it was given; the model is only passed on
             cuda = mix(x.clone(), y, params=params, model=model, backend="cuda")
             cpu = mix(x.clone(), y, params=params, model=model, backend="cpu")

@@ -144,12 +144,12 @@ def test_partly_stale_batch_runs_the_pass_on_the_stale_samples_only(rng):
     flip = torch.zeros(n, dtype=torch.bool)
     m = _model().eval()  # eval: the subset's features do not depend on the rest of the batch
     sm = SnapMix(seed=0, cache=CAMCache(size=n), cam_mode="eval")
-    sm.cams(x[:2], y[:2], m, _geometry([0, 1], win[:2], flip[:2]))
+    sm.source.maps(x[:2], y[:2], m, _geometry([0, 1], win[:2], flip[:2]))
     seen = []
     m.features.register_forward_hook(lambda mod, i, o: seen.append(o.shape[0]))
-    cam = sm.cams(x, y, m, _geometry(range(n), win, flip))
+    cam = sm.source.maps(x, y, m, _geometry(range(n), win, flip))
     assert seen == [3] and sm.cache_stats["cached"] == 2
-    want = sm.exact_cams(x, y, m)
+    want = sm.cam_pass.exact(x, y, m)
     want = F.interpolate(want[:, None], size=cam.shape[1:], mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(cam, want, atol=1e-6, rtol=1e-6)
 
@@ -161,7 +161,7 @@ def test_unmixed_batches_refresh_the_cache_for_free(rng):
     geo = _geometry([3, 1, 7, 0], windows([(1, 2)] * n, size), torch.tensor([True, False, True, False]))
     m = _model()
     sm = SnapMix(seed=0, prob=0.0, cache=CAMCache(size=8, project_scale=1))
-    want = sm.exact_cams(x, y, copy.deepcopy(m))  # train mode, same batch: the same features
+    want = sm.cam_pass.exact(x, y, copy.deepcopy(m))  # train mode, same batch: the same features
     out = sm(x.clone(), y, model=m, geometry=geo)
     assert (out.w_a == 1).all() and sm.cache.cam is None  # nothing stored before the forward
     m(out.images)  # the trainer's forward
@@ -176,7 +176,7 @@ def test_unmixed_batches_refresh_the_cache_for_free(rng):
 def test_feature_module_found(name):
     m = build_model(name, num_classes=3)
     sm = SnapMix()
-    fm = feature_module(m, sm.head(m), torch.randn(1, 3, 64, 64))
+    fm = feature_module(m, sm.cam_pass.head_of(m), torch.randn(1, 3, 64, 64))
     assert fm is (m.layer4 if name == "resnet18" else m.features)
 
 

@@ -1,9 +1,10 @@
 """Mixing methods against plain-torch transcriptions of their papers and of SnapMix's
-released behaviour (../shared/reference/snapmix.md): same params in, same images
-(1e-5) and same label weights (1e-5) out.
+released behaviour (../shared/reference/snapmix.md; the one transcription of the
+release is dali_snapmix/mix/released.py): same params in, same images (1e-5) and same
+label weights (1e-5) out.
 
-The transcriptions are written for clarity: loops over samples, the full-resolution
-SPM, a convolution over all classes, F.interpolate + slice assignment for the paste.
+The transcriptions are written for clarity: the full-resolution SPM, a convolution over
+all classes, F.interpolate + slice assignment for the paste.
 """
 
 import copy
@@ -29,62 +30,27 @@ from dali_snapmix.mix import (
     mixed_cross_entropy,
     soft_targets,
 )
+from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import SmallCNN
 
 SEED = int.from_bytes(os.urandom(4), "little")
 
 
-# ---------------------------------------------------------------- transcriptions
+# ---------------------------------------------------------------- transcription
 
 
-def released_spm(model, images, labels, H, W):
-    """get_spm of the released code: conv over all classes, pick the label's map,
-    upsample (align_corners=False), per sample: minus min, divided by sum."""
+def transcription(model, images, labels, p: BoxParams, cam_images=None):
+    """The released code (dali_snapmix/mix/released.py, plain torch, float64 CAMs here; the
+    release: float32) with our one deliberate difference: a self-pair is its own class.
+    ``cam_images``: what the CAM pass sees (the low-resolution mode's downscaled copy).
+    The head is given by hand, not found by CAMHead.of."""
+    head = CAMHead(features=model.features, classifier=model.fc)
     with torch.no_grad():
-        fms = F.relu(model.features(images)).double()  # float64 from here on (the released code: float32)
-        weight = model.fc.weight.double().view(model.fc.weight.shape[0], -1, 1, 1)
-        out = F.conv2d(fms, weight, bias=model.fc.bias.double())
-        maps = torch.stack([out[i, labels[i]] for i in range(len(labels))])
-        constant = [bool(m.max() == m.min()) for m in maps]
-        maps = F.interpolate(maps[:, None], (H, W), mode="bilinear", align_corners=False)[:, 0]
-        for i in range(len(labels)):
-            maps[i] -= maps[i].min()
-            maps[i] /= maps[i].sum()
-            if constant[i]:  # "a constant CAM gives NaN" -- interpolate's float rounding can
-                maps[i] = float("nan")  # leave ~1e-8 noise instead, which would be normalised
-    return maps
-
-
-def released_snapmix(model, images, labels, p: BoxParams, cam_images=None):
-    """``cam_images``: what the CAM pass sees (the low-resolution mode's downscaled copy)."""
-    x = images.clone()
-    n, _, H, W = x.shape
-    perm = p.perm
-    y_b = labels[perm]
-    w_a, w_b = torch.ones(n), torch.zeros(n)
-    if not p.mix:
-        return x, labels, y_b, w_a, w_b
-    spm = released_spm(model, x if cam_images is None else cam_images, labels, H, W)
-    orig = x.clone()
-    for i in range(n):
-        dy0, dy1, dx0, dx1 = p.dst_box[i].tolist()
-        sy0, sy1, sx0, sx1 = p.src_box[i].tolist()
-        if (dy1 - dy0) * (dx1 - dx0) <= 0 or (sy1 - sy0) * (sx1 - sx0) <= 0:
-            continue  # no mix for this sample
-        j = int(perm[i])
-        patch = orig[j:j + 1, :, sy0:sy1, sx0:sx1]
-        x[i, :, dy0:dy1, dx0:dx1] = F.interpolate(patch, size=(dy1 - dy0, dx1 - dx0), mode="bilinear", align_corners=True)[0]
-        a = 1 - spm[i, dy0:dy1, dx0:dx1].sum() / (spm[i].sum() + 1e-8)
-        b = spm[j, sy0:sy1, sx0:sx1].sum() / (spm[j].sum() + 1e-8)
-        if labels[i] == y_b[i]:
-            a, b = a + b, b + a
-        lam = 1 - (dy1 - dy0) * (dx1 - dx0) / (H * W)
-        a = lam if torch.isnan(a) else a
-        b = 1 - lam if torch.isnan(b) else b
-        if j == i:  # our one deliberate difference: a self-pair is its own class
-            a, b = 1.0, 0.0
-        w_a[i], w_b[i] = float(a), float(b)
-    return x, labels, y_b, w_a, w_b
+        out = released_snapmix(images.clone(), labels, p, head=head, cam_images=cam_images, dtype=torch.float64)
+    own = p.mix & (p.perm == torch.arange(len(labels)))
+    w_a = torch.where(own & p.live, torch.ones_like(out.w_a), out.w_a)
+    w_b = torch.where(own & p.live, torch.zeros_like(out.w_b), out.w_b)
+    return out.images, out.y_a, out.y_b, w_a, w_b
 
 
 # ---------------------------------------------------------------- helpers
@@ -125,7 +91,7 @@ def test_snapmix_matches_released_transcription(rng, semantics, n):
         if sm.cam_mode == "eval":
             m2.eval()  # the transcription's pass then sees the same BatchNorm mode
         got = sm.apply(x.clone(), y, p, model=m1)
-        want = released_snapmix(m2, x, y, p)
+        want = transcription(m2, x, y, p)
         assert_close(got.images, want[0])
         assert torch.equal(got.y_a, want[1]) and torch.equal(got.y_b, want[2])
         assert_close(got.w_a, want[3])
@@ -147,7 +113,7 @@ def test_snapmix_low_resolution_mode(rng):
     p = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
     small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
     got = sm.apply(x.clone(), y, p, model=copy.deepcopy(m))
-    want = released_snapmix(copy.deepcopy(m), x, y, p, cam_images=small)
+    want = transcription(copy.deepcopy(m), x, y, p, cam_images=small)
     assert sm.last_cam.shape[-2:] == (2, 2)  # 64 px -> 4x4 features at full size, 2x2 at half
     assert not got.w_a.isnan().any()
     assert_close(got.images, want[0])
@@ -170,7 +136,7 @@ def test_snapmix_cam_pass_layout(rng, cam_resolution):
     p = SnapMix(seed=0).sample(x, y)
     p = BoxParams(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
     small = F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)
-    want = released_snapmix(copy.deepcopy(m), x, y, p, cam_images=small if cam_resolution < 1 else None)
+    want = transcription(copy.deepcopy(m), x, y, p, cam_images=small if cam_resolution < 1 else None)
     for layout, expect in ((None, True), (True, True), (False, False)):
         seen.clear()
         sm = SnapMix(cam_resolution=cam_resolution, channels_last=layout)
@@ -193,7 +159,7 @@ def test_snapmix_same_label_nan_fallback_and_self_pairs(rng):
     p = BoxParams(mix=True, perm=torch.tensor([1, 0, 2, 4, 3, 5]),
                   src_box=torch.tensor([[3, 30, 5, 25]] * 6), dst_box=torch.tensor([[10, 40, 0, 20]] * 6))
     got = SnapMix(seed=0).apply(x.clone(), y, p, model=copy.deepcopy(m))
-    want = released_snapmix(copy.deepcopy(m), x, y, p)
+    want = transcription(copy.deepcopy(m), x, y, p)
     assert_close(got.images, want[0])
     assert_close(got.w_a, want[3])
     assert_close(got.w_b, want[4])

@@ -52,7 +52,7 @@ def test_lite0_new_classifier_keeps_the_body_and_gives_cams():
 def test_lite0_trains_in_the_trainer_with_its_own_normalisation(birds, tmp_path, capsys):
     """One tiny SnapMix epoch fine-tuning the pretrained net; the loader normalises with
     mean = std = 0.5 (what these weights expect), not with ImageNet's statistics."""
-    from train_dali import main
+    from dali_snapmix.trainer import main
 
     res = main(["--data", str(birds.root), "--epochs", "1", "--model", "efficientnet_lite0_imagenet", "--resize", "40",
                 "--crop", "32", "--batch-size", "8", "--mix", "snapmix", "--out", str(tmp_path / "run")])

@@ -51,7 +51,7 @@ for what, call in {"dali": lambda: make_loader("dali", src, batch_size=4, train=
         errors[what] = None
     except (ImportError, ValueError) as e:
         errors[what] = str(e)
-from train_dali import main
+from dali_snapmix.trainer import main
 res = main(["--data", sys.argv[1], "--epochs", "1", "--model", "small_cnn", "--resize", "40", "--crop", "32",
             "--batch-size", "8", "--mix", "snapmix", "--data-loader", "pytorch", "--workers", "1",
             "--out", sys.argv[3]])

@@ -2,7 +2,6 @@
 share a stream (the old [seed, epoch, 1, rank] crops and [seed, epoch, rank, 1] mixer
 lists were one stream on rank 1)."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,15 +37,14 @@ def test_loader_crops_and_the_mixer_are_different_streams_on_every_rank():
     """The fault itself: on rank 1 the mix coin was the first crop draw. The crop offsets
     are floor(u * range) of the crops stream's uniforms; the mixer's uniforms are another
     stream on every rank."""
-    from train_dali import Config, seed_epoch
+    from dali_snapmix.trainer import Config, seed_epoch
 
     spec = TransformSpec(resize=1000, crop=1)  # offsets floor(u * 1000): the stream's first digits
     sizes = np.full((64, 2), 1000)
-    mixer = SimpleNamespace(rng=None)
     for rank in range(4):
         plan = plan_epoch(sizes, spec=spec, train=True, batch_size=1, seed=0, epoch=0, rank=rank, world_size=4)
-        seed_epoch(Config(seed=0), 0, rank, mixer)  # what the trainer does at the start of each epoch
-        u = mixer.rng.random(len(plan.indices))
+        rng = seed_epoch(Config(seed=0), 0, rank)  # what the trainer does at the start of each epoch
+        u = rng.random(len(plan.indices))
         assert not np.array_equal(plan.offset[:, 0], np.floor(u * 1000).astype(np.int64)), rank
         crops = generator(0, "crops", epoch=0, rank=rank).random(len(plan.indices))
         assert np.array_equal(plan.offset[:, 0], np.floor(crops * 1000).astype(np.int64)), rank

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_dali import Config, logits_and_loss, main, parse_args
+from dali_snapmix.trainer import Config, logits_and_loss, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "small_cnn", "--resize", "40", "--crop", "32", "--batch-size", "8", "--lr-steps", "2"]
@@ -192,10 +192,10 @@ def test_killed_run_resumes_to_the_same_weights(birds, tmp_path):
     assert bad.returncode != 0 and "different config" in text and "'lr': (0.01, 0.5)" in text
 
 
-def _torchrun(args, port, timeout=600):
+def _torchrun(args, port, timeout=600, script=ROOT / "train_dali.py"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), str(ROOT / "train_dali.py"), *args],
+                           str(port), str(script), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -209,7 +209,8 @@ def test_two_processes_see_disjoint_samples_and_share_the_cam_cache(birds, tmp_p
     common = ["--data", str(birds.root), "--epochs", "3", *TINY, "--mix", "snapmix", "--mix-prob", "1",
               "--cam-cache-every", "2", "--workers", "1"]
     main([*common, "--batch-size", "10", "--out", str(tmp_path / "one")])
-    p = _torchrun([*common, "--batch-size", "5", "--record-indices", "--out", str(tmp_path / "two")], free_port)
+    p = _torchrun([*common, "--batch-size", "5", "--out", str(tmp_path / "two")], free_port,
+                  script=ROOT / "tests" / "train_recording_indices.py")  # the trainer with an on_batch hook
     assert p.returncode == 0, p.stdout + p.stderr
     for epoch in range(3):
         r0 = json.loads((tmp_path / "two" / f"indices_rank0_epoch{epoch}.json").read_text())
@@ -288,16 +289,16 @@ def test_a_new_head_under_a_pretrained_body_starts_at_zero(birds, tmp_path):
 
 def test_channels_last_runs_on_the_cpu(birds, tmp_path, monkeypatch):
     """--channels-last converts the model and every training batch it is fed."""
-    import train_dali
+    from dali_snapmix import trainer
 
     layouts = []
-    real = train_dali.logits_and_loss
+    real = trainer.logits_and_loss
 
     def spy(model, images, target, **kw):
         layouts.append(images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous())
         return real(model, images, target, **kw)
 
-    monkeypatch.setattr(train_dali, "logits_and_loss", spy)
+    monkeypatch.setattr(trainer, "logits_and_loss", spy)
     out = tmp_path / "cl"
     main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "cutmix", "--channels-last", "--out", str(out)])
     sd = torch.load(out / "last.pt", weights_only=False)["model"]
@@ -322,7 +323,7 @@ def test_flags_that_would_change_nothing_or_mislead_are_refused(argv, message):
 
 
 def test_method_options_unset_mean_the_method_default():
-    from train_dali import build_mixer, for_method
+    from dali_snapmix.trainer import build_mixer, for_method
 
     cfg = parse_args(["--preset", "scratch", "--mix", "baseline"])  # the preset's mix_prob is for the others
     assert cfg.mix_prob is None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .sources import BadImageError, ImageSource, full_decode_error
-from .spec import EpochPlan, TransformSpec, plan_epoch, resized_size
+from .spec import CropGeometry, EpochPlan, TransformSpec, plan_epoch, resized_size
 
 __all__ = ["Batch", "DALILoader", "TorchLoader", "make_loader", "resolve_device"]
 
@@ -39,6 +39,11 @@ class Batch:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    @property
+    def geometry(self) -> CropGeometry:
+        """Indices, crop windows and flips on the host: what the CAM cache needs."""
+        return CropGeometry.of(self, n=len(self))
 
     def pin_memory(self, device=None) -> Batch:
         """Every tensor in page-locked memory: torch's DataLoader calls this with

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 from ..seeding import generator
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EpochPlan", "TransformSpec", "map_to_crop", "plan_epoch", "resized_size"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropGeometry", "EpochPlan", "TransformSpec", "map_to_crop", "plan_epoch",
+           "resized_size"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,6 +94,34 @@ class EpochPlan:
         if not 0 <= k < len(self):
             raise IndexError(f"batch {k} out of range for an epoch of {len(self)} batches")
         return slice(k * self.batch_size, min((k + 1) * self.batch_size, len(self.indices)))
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where each sample of a batch came from, on the host: ``indices`` int64 (N,) into the
+    dataset, ``window`` float32 (N, 4) its crop (y0, y1, x0, x1) in source-image pixels,
+    ``flip`` bool (N,) whether the crop was mirrored. What the CAM cache needs of a batch
+    (``Batch.geometry``), and all it is given."""
+
+    indices: torch.Tensor
+    window: torch.Tensor
+    flip: torch.Tensor
+
+    @classmethod
+    def of(cls, source, *, n: int) -> CropGeometry:
+        """From a :class:`CropGeometry` or anything with ``indices``, ``window`` and ``flip``
+        (the loader's Batch), checked against a batch of ``n``; copied to the host."""
+        missing = [k for k in ("indices", "window", "flip") if not hasattr(source, k)]
+        if source is None or missing:
+            raise ValueError("the CAM cache needs each sample's crop: geometry=<the loader's Batch or its .geometry> "
+                             f"(indices, window, flip); got {type(source).__name__}"
+                             + (f" without {missing}" if source is not None else ""))
+        g = cls(indices=source.indices.to("cpu", torch.int64), window=source.window.to("cpu", torch.float32),
+                flip=source.flip.to("cpu", torch.bool))
+        for name, t, shape in (("indices", g.indices, (n,)), ("window", g.window, (n, 4)), ("flip", g.flip, (n,))):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"geometry.{name} has shape {tuple(t.shape)} for a batch of {n} (expected {shape})")
+        return g
 
 
 def plan_epoch(

@@ -61,9 +61,10 @@ def check_beta(beta: float) -> float:
 
 
 class MixMethod:
-    """Sample, then apply. ``sample`` draws every random choice from ``self.rng`` (a
-    NumPy Generator seeded from ``seed``) into a frozen params object; ``apply`` is
-    deterministic; ``__call__`` samples only when no params are given."""
+    """Sample, then apply. ``sample`` draws every random choice from the generator it is
+    given (else the method's own ``self.rng``, seeded from ``seed``) into a frozen params
+    object; ``apply`` is deterministic; ``__call__`` samples only when no params are given.
+    A subclass writes ``_sample(images, labels, rng)`` and ``_apply``."""
 
     name = "?"
     params_type: type = object  # what ``sample`` returns and ``apply`` accepts
@@ -78,7 +79,11 @@ class MixMethod:
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
+    def sample(self, images: torch.Tensor, labels: torch.Tensor, *, rng: np.random.Generator | None = None) -> Any:
+        """This batch's params, every random choice drawn from ``rng`` (default: ``self.rng``)."""
+        return self._sample(images, labels, self.rng if rng is None else rng)
+
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> Any:
         raise NotImplementedError
 
     def _apply(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None, backend: str = "auto",
@@ -141,14 +146,6 @@ class MixMethod:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)}")
-
-    # helpers shared by the methods
-
-    def coin(self, prob: float) -> bool:
-        return bool(self.rng.random() < prob)
-
-    def permutation(self, n: int) -> torch.Tensor:
-        return torch.from_numpy(self.rng.permutation(n).astype(np.int64))
 
     @staticmethod
     def unmixed(images: torch.Tensor, labels: torch.Tensor, y_b: torch.Tensor | None = None) -> MixedBatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .base import MixedBatch, MixMethod
@@ -13,7 +14,7 @@ class Baseline(MixMethod):
     name = "baseline"
     params_type = type(None)
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> None:
         return None
 
     def _apply(self, images, labels, params=None, *, model=None, backend: str = "auto",

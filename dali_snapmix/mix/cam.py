@@ -39,41 +39,33 @@ class CAMHead:
 
     @classmethod
     def of(cls, model: nn.Module) -> CAMHead:
-        """Find the head of: timm models (forward_features / get_classifier), torchvision
-        ResNet, DenseNet, Inception v3, EfficientNet, and any model with ``features``
-        plus a linear ``fc`` or ``classifier`` (the built-in SmallCNN)."""
+        """Find the head of: timm models (forward_features), torchvision ResNet, DenseNet,
+        Inception v3, EfficientNet, and any model with ``features`` plus a linear ``fc`` or
+        ``classifier`` (the built-in SmallCNN); the classifier as
+        :func:`dali_snapmix.models.classifier_of` finds it."""
+        from ..models import classifier_of
+
         m = model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
-        found = []
+        try:
+            clf = classifier_of(m)
+        except ValueError as e:
+            raise ValueError(f"cannot find a global-average-pooling + linear head in {type(m).__name__} ({e}); {_HOW}") from None
         if hasattr(m, "forward_features") and hasattr(m, "get_classifier"):  # timm
-            clf = m.get_classifier()
-            found.append(f"timm classifier {type(clf).__name__}")
-            if isinstance(clf, nn.Linear):
-                return cls(features=m.forward_features, classifier=clf)
+            return cls(features=m.forward_features, classifier=clf)
         import torchvision.models as tvm
 
-        nodes = {tvm.ResNet: ("layer4", "fc"), tvm.Inception3: ("Mixed_7c", "fc")}
-        for kind, (node, head) in nodes.items():
+        nodes = {tvm.ResNet: "layer4", tvm.Inception3: "Mixed_7c"}  # the last map before pooling
+        for kind, node in nodes.items():
             if isinstance(m, kind):
                 from torchvision.models.feature_extraction import create_feature_extractor
 
                 extractor = create_feature_extractor(m, return_nodes={node: "f"})
-                return cls(features=lambda x, e=extractor: e(x)["f"], classifier=getattr(m, head))
+                return cls(features=lambda x, e=extractor: e(x)["f"], classifier=clf)
         feats = getattr(m, "features", None)
-        for head_name in ("fc", "classifier"):
-            head = getattr(m, head_name, None)
-            if isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], nn.Linear) and all(
-                isinstance(h, nn.Dropout) for h in head[:-1]
-            ):
-                head = head[-1]  # torchvision EfficientNet: Dropout, Linear
-            if head is not None:
-                found.append(f"{head_name}={type(head).__name__}")
-            if isinstance(feats, nn.Module) and isinstance(head, nn.Linear):
-                return cls(features=feats, classifier=head)
-        found.append(f"features={type(feats).__name__ if feats is not None else 'missing'}")
-        raise ValueError(
-            f"cannot find a global-average-pooling + linear head in {type(m).__name__} "
-            f"(found: {', '.join(found)}); {_HOW}"
-        )
+        if isinstance(feats, nn.Module):
+            return cls(features=feats, classifier=clf)
+        raise ValueError(f"cannot find a global-average-pooling + linear head in {type(m).__name__} "
+                         f"(classifier {type(clf).__name__}, but no features module); {_HOW}")
 
 
 def class_activation_maps(head: CAMHead, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -12,32 +12,14 @@ Defaults as SnapMix's experiments: prob 1.0, beta 3, one box (pair) per batch.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .. import kernels
 from .base import MixedBatch, MixMethod, check_beta, check_prob
 from .boxes import box_area
-from .params import BoxParams, draw_boxes
+from .params import BoxParams, paste_boxes, sample_box_params
 
-__all__ = ["CutMix", "sample_box_params"]
-
-
-def sample_box_params(method: MixMethod, images: torch.Tensor, *, prob: float, beta: float, asymmetric: bool,
-                      per_sample: bool, perm: torch.Tensor | None = None) -> BoxParams:
-    n, _, h, w = images.shape
-    mix = method.coin(prob)
-    perm = method.permutation(n) if perm is None else perm
-    dst = draw_boxes(method.rng, n=n, beta=beta, height=h, width=w, per_sample=per_sample)
-    src = draw_boxes(method.rng, n=n, beta=beta, height=h, width=w, per_sample=per_sample) if asymmetric else dst
-    return BoxParams(mix=mix, perm=perm, src_box=src, dst_box=dst)
-
-
-def paste(images: torch.Tensor, params: BoxParams, *, backend: str, tag: str) -> torch.Tensor:
-    """Which samples get a paste (both boxes non-empty) and do it; returns that mask."""
-    live = params.live
-    kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
-                          align_corners=True, backend=backend, tag=tag)
-    return live
+__all__ = ["CutMix"]
 
 
 class CutMix(MixMethod):
@@ -50,16 +32,18 @@ class CutMix(MixMethod):
         self.asymmetric, self.per_sample = bool(asymmetric), bool(per_sample)
         self.name = "as-cutmix" if self.asymmetric else "cutmix"
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> BoxParams:
-        return sample_box_params(self, images, prob=self.prob, beta=self.beta, asymmetric=self.asymmetric,
-                                 per_sample=self.per_sample)
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> BoxParams:
+        n, _, h, w = images.shape
+        return sample_box_params(rng, n=n, height=h, width=w, prob=self.prob, beta=self.beta,
+                                 asymmetric=self.asymmetric, per_sample=self.per_sample)
 
     def _apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:
         if not params.mix:
             return self.unmixed(images, labels)
         n, _, h, w = images.shape
-        live = paste(images, params, backend=backend, tag=self.name)
+        paste_boxes(images, params, backend=backend, tag=self.name)
+        live = params.live
         area = box_area(params.dst_box).double() / (h * w)
         if self.asymmetric:  # no paste, no mix
             area = torch.where(live, area, torch.zeros_like(area))

@@ -6,12 +6,13 @@ As SnapMix's experiments ran it: prob 0.5, the box drawn as CutMix's for lam = 0
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import kernels
 from .base import MixedBatch, MixMethod, check_prob
 from .boxes import rand_boxes
-from .params import CutOutParams
+from .params import CutOutParams, coin
 
 __all__ = ["CutOut"]
 
@@ -27,11 +28,11 @@ class CutOut(MixMethod):
             raise ValueError(f"lam must be in [0, 1], got {lam!r}")
         self.prob, self.lam, self.per_sample = check_prob(prob), float(lam), bool(per_sample)
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> CutOutParams:
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> CutOutParams:
         n, _, h, w = images.shape
-        apply = self.coin(self.prob)
+        apply = coin(rng, self.prob)
         k = n if self.per_sample else 1
-        box = rand_boxes([self.lam] * k, height=h, width=w, rng=self.rng).expand(n, 4).contiguous()
+        box = rand_boxes([self.lam] * k, height=h, width=w, rng=rng).expand(n, 4).contiguous()
         return CutOutParams(apply=apply, box=box)
 
     def _apply(self, images, labels, params: CutOutParams, *, model=None, backend: str = "auto",

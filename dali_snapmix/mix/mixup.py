@@ -12,7 +12,7 @@ import torch
 
 from .. import kernels
 from .base import MixedBatch, MixMethod, check_beta, check_prob
-from .params import BlendParams
+from .params import BlendParams, coin, permutation
 
 __all__ = ["Mixup"]
 
@@ -26,12 +26,12 @@ class Mixup(MixMethod):
         super().__init__(num_classes=num_classes, seed=seed)
         self.prob, self.beta, self.per_sample = check_prob(prob), check_beta(beta), bool(per_sample)
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> BlendParams:
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> BlendParams:
         n = images.shape[0]
-        mix = self.coin(self.prob)
-        lam = self.rng.beta(self.beta, self.beta, size=n if self.per_sample else 1)
+        mix = coin(rng, self.prob)
+        lam = rng.beta(self.beta, self.beta, size=n if self.per_sample else 1)
         lam = torch.from_numpy(np.broadcast_to(lam, (n,)).astype(np.float32).copy())
-        return BlendParams(mix=mix, perm=self.permutation(n), lam=lam)
+        return BlendParams(mix=mix, perm=permutation(rng, n), lam=lam)
 
     def _apply(self, images, labels, params: BlendParams, *, model=None, backend: str = "auto",
               geometry=None) -> MixedBatch:

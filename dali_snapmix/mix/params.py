@@ -1,8 +1,12 @@
-"""Frozen params objects: everything a method drew at random for one batch.
+"""Frozen params objects: everything a method drew at random for one batch; how they
+are drawn (from a generator the caller passes) and, for boxes, pasted.
 
 ``check(n=, height=, width=)`` tells whether a params object fits a batch: ``apply`` runs
 it, so params replayed from elsewhere (another batch size, another crop, a hand-made
 box) fail with the offending value instead of writing outside a tensor.
+
+Every box method (CutMix, asymmetric CutMix, SnapMix, and those to come) draws its
+boxes with :func:`sample_box_params` and pastes them with :func:`paste_boxes`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import kernels
 from .boxes import box_area, rand_boxes
 
 
@@ -88,8 +93,48 @@ class CutOutParams:
         _check_boxes("box", self.box, n, height, width)
 
 
+def coin(rng: np.random.Generator, prob: float) -> bool:
+    """The switch: True with probability ``prob``."""
+    return bool(rng.random() < prob)
+
+
+def permutation(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """int64 (n,): each sample's partner, self-pairs possible (the released code's randperm)."""
+    return torch.from_numpy(rng.permutation(n).astype(np.int64))
+
+
+def derangement(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """A permutation without fixed points (for n == 1 the identity: no other partner)."""
+    if n == 1:
+        return torch.zeros(1, dtype=torch.int64)
+    while True:  # rejection: about e tries on average
+        p = permutation(rng, n)
+        if not bool((p == torch.arange(n)).any()):
+            return p
+
+
 def draw_boxes(rng: np.random.Generator, *, n: int, beta: float, height: int, width: int, per_sample: bool) -> torch.Tensor:
     """(n, 4) boxes from lam ~ Beta(beta, beta): one box for the batch, or one per sample."""
     if per_sample:
         return rand_boxes(rng.beta(beta, beta, size=n), height=height, width=width, rng=rng)
     return rand_boxes([rng.beta(beta, beta)], height=height, width=width, rng=rng).expand(n, 4).contiguous()
+
+
+def sample_box_params(rng: np.random.Generator, *, n: int, height: int, width: int, prob: float, beta: float,
+                      asymmetric: bool, per_sample: bool, perm: torch.Tensor | None = None) -> BoxParams:
+    """Draw, in this order: the switch coin, the partner permutation (unless ``perm`` is
+    given), the target boxes, then (``asymmetric``) independent source boxes; a symmetric
+    paste takes the source box from the same place."""
+    mix = coin(rng, prob)
+    perm = permutation(rng, n) if perm is None else perm
+    dst = draw_boxes(rng, n=n, beta=beta, height=height, width=width, per_sample=per_sample)
+    src = draw_boxes(rng, n=n, beta=beta, height=height, width=width, per_sample=per_sample) if asymmetric else dst
+    return BoxParams(mix=mix, perm=perm, src_box=src, dst_box=dst)
+
+
+def paste_boxes(images: torch.Tensor, params: BoxParams, *, backend: str, tag: str) -> None:
+    """In place: ``src_box[i]`` of image ``perm[i]``, resized (bilinear, align_corners=True,
+    as the released SnapMix), into ``dst_box[i]`` of image i; samples that are not
+    ``params.live`` are left alone."""
+    kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
+                          align_corners=True, backend=backend, tag=tag)

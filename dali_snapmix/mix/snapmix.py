@@ -45,23 +45,20 @@ set on its own.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Literal
 
+import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import kernels
-from ..kernels._target import nvtx_range
 from .base import MixedBatch, MixMethod, check_beta, check_prob
 from .boxes import box_area
-from .cam import CAMHead, cams_from_features, class_activation_maps, feature_module
+from .cam import CAMHead
 from .cam_cache import CAMCache
-from .cutmix import paste, sample_box_params
-from .params import BoxParams
+from .cam_source import CachedCAMs, ExactCAMs
+from .params import BoxParams, derangement, paste_boxes, sample_box_params
 
-__all__ = ["SnapMix"]
+__all__ = ["SnapMix", "merge_same_label", "snapmix_weights"]
 
 _SEMANTICS = {
     "released": {"per_sample_boxes": False, "self_pairs": True, "cam_mode": "train"},
@@ -69,7 +66,40 @@ _SEMANTICS = {
 }
 
 
+def merge_same_label(w_a: torch.Tensor, w_b: torch.Tensor, same: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A same-label pair's one class gets both weights' sum, in both places (released code)."""
+    return torch.where(same, w_a + w_b, w_a), torch.where(same, w_b + w_a, w_b)
+
+
+def snapmix_weights(masses: torch.Tensor, params: BoxParams, labels: torch.Tensor, *, height: int,
+                    width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6 and the released code's rules, as float32 (w_a, w_b) on ``masses``' device.
+
+    ``masses``: float64 (N, 2), the SPM mass of sample i's own map inside its target box
+    and of its partner's map inside the source box. rho_a = 1 - mass_a, rho_b = mass_b
+    (each over the SPM's sum + 1e-8 as released; the SPM sums to 1); a same-label pair
+    gets rho_a + rho_b as both; a NaN weight (a constant CAM) falls back to the area
+    ratio of the target box; a self-pair is its own class (1, 0), and so is a sample
+    whose boxes are not both live (no paste)."""
+    dev = masses.device
+    y = labels.to(dev, torch.int64)
+    perm = params.perm.to(dev)
+    rho_a = 1.0 - masses[:, 0] / (1.0 + 1e-8)
+    rho_b = masses[:, 1] / (1.0 + 1e-8)
+    rho_a, rho_b = merge_same_label(rho_a, rho_b, y == y[perm])
+    lam = 1.0 - box_area(params.dst_box).to(dev).double() / (height * width)  # area fallback
+    rho_a = torch.where(rho_a.isnan(), lam, rho_a)
+    rho_b = torch.where(rho_b.isnan(), 1.0 - lam, rho_b)
+    own = (perm == torch.arange(len(perm), device=dev)) | ~params.live.to(dev)
+    rho_a = torch.where(own, torch.ones_like(rho_a), rho_a)
+    rho_b = torch.where(own, torch.zeros_like(rho_b), rho_b)
+    return rho_a.float(), rho_b.float()
+
+
 class SnapMix(MixMethod):
+    """Presets and sampling here; the maps from ``self.source`` (:mod:`.cam_source`), the
+    paste from :func:`~.params.paste_boxes`, the weights from :func:`snapmix_weights`."""
+
     merges_same_label = True  # same-label pairs: both weights are rho_a + rho_b
     params_type = BoxParams
 
@@ -98,190 +128,69 @@ class SnapMix(MixMethod):
         self.prob, self.beta, self.semantics = check_prob(prob), check_beta(beta), semantics
         self.per_sample_boxes = d["per_sample_boxes"] if per_sample_boxes is None else bool(per_sample_boxes)
         self.self_pairs = d["self_pairs"] if self_pairs is None else bool(self_pairs)
-        self.cam_mode = d["cam_mode"] if cam_mode is None else cam_mode
-        if self.cam_mode not in ("train", "eval"):
-            raise ValueError(f"cam_mode must be 'train' or 'eval', got {cam_mode!r}")
         self.symmetric = bool(symmetric)  # Fig. 3: symmetric boxes with semantic labels
-        if not isinstance(cam_resolution, (int, float)) or not 0.0 < cam_resolution <= 1.0:
-            raise ValueError(f"cam_resolution must be in (0, 1], got {cam_resolution!r}")
-        self.cam_resolution = float(cam_resolution)
-        if cache is not None and not isinstance(cache, CAMCache):
-            raise ValueError(f"cache must be a CAMCache, got {type(cache).__name__}")
-        self.cache = cache
-        self._armed: tuple | None = None  # a clean batch whose training forward refreshes the cache
-        self._hooked: tuple[nn.Module, object] | None = None
-        self.cache_stats = {"exact": 0, "cached": 0, "free": 0}  # samples, for logs and benchmarks
-        if channels_last not in (None, True, False):
-            raise ValueError(f"channels_last must be None, True or False, got {channels_last!r}")
-        self.cam_head, self.autocast, self.channels_last = cam_head, bool(autocast), channels_last
-        self._found: tuple[nn.Module, CAMHead] | None = None
-        self.last_cam: torch.Tensor | None = None
         self.name = "snapmix"
+        # the CAM pass, and what serves the maps: the pass itself, or the cache backed by it
+        self.cam_pass = ExactCAMs(head=cam_head, mode=d["cam_mode"] if cam_mode is None else cam_mode,
+                                  resolution=cam_resolution, autocast=autocast, channels_last=channels_last, tag=self.name)
+        self.source: ExactCAMs | CachedCAMs = (self.cam_pass if cache is None
+                                               else CachedCAMs(exact=self.cam_pass, cache=cache))
+        self.last_cam: torch.Tensor | None = None  # the last batch's maps, for sample grids
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor) -> BoxParams:
-        n = images.shape[0]
-        perm = None
-        if not self.self_pairs:
-            perm = self._derangement(n)
-        p = sample_box_params(self, images, prob=self.prob, beta=self.beta, asymmetric=not self.symmetric,
-                              per_sample=self.per_sample_boxes, perm=perm)
+    @property
+    def cam_mode(self) -> str:
+        return self.cam_pass.mode
+
+    @property
+    def cache(self) -> CAMCache | None:
+        return getattr(self.source, "cache", None)
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """Samples whose maps came from each origin (exact pass, cache, free refresh)."""
+        return self.source.stats
+
+    @cache_stats.setter
+    def cache_stats(self, value: dict[str, int]) -> None:
+        self.source.stats = dict(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.source.epoch = self.epoch  # the cache stamps maps with it
+
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> BoxParams:
+        n, _, h, w = images.shape
+        perm = None if self.self_pairs else derangement(rng, n)
+        p = sample_box_params(rng, n=n, height=h, width=w, prob=self.prob, beta=self.beta,
+                              asymmetric=not self.symmetric, per_sample=self.per_sample_boxes, perm=perm)
         if perm is not None and n == 1:  # a single sample has no partner but itself
             p = BoxParams(mix=False, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box)
         return p
 
-    def _derangement(self, n: int) -> torch.Tensor:
-        if n == 1:
-            return torch.zeros(1, dtype=torch.int64)
-        while True:  # rejection: about e tries on average
-            p = self.permutation(n)
-            if not bool((p == torch.arange(n)).any()):
-                return p
-
     def state_dict(self) -> dict:
         """The CAM cache and the per-source counters: with them a resumed cached-mode run
         finds the same maps fresh and continues bit for bit."""
-        return {"cache_stats": dict(self.cache_stats), "cache": None if self.cache is None else self.cache.state_dict()}
+        return self.source.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if (state.get("cache") is None) != (self.cache is None):
-            raise ValueError(f"the saved SnapMix state {'has' if state.get('cache') is not None else 'has no'} CAM cache "
-                             f"but this SnapMix {'has' if self.cache is not None else 'has none'}")
-        self.cache_stats = dict(state["cache_stats"])
-        if self.cache is not None:
-            self.cache.load_state_dict(state["cache"])
-
-    def head(self, model: nn.Module) -> CAMHead:
-        if self.cam_head is not None:
-            return self.cam_head
-        if self._found is None or self._found[0] is not model:  # found once per model object
-            self._found = (model, CAMHead.of(model))
-        return self._found[1]
-
-    def cam_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The batch as the CAM pass sees it: downscaled in the low-resolution mode, and
-        channels_last where that is the faster layout. On the CPU (oneDNN) a no-grad
-        forward of an NCHW model takes channels_last input 1.3-1.5x faster (ResNet-18/50,
-        EfficientNet-Lite0, the built-in CNN; CAMs equal to 4e-6 relative), so
-        ``channels_last=None`` uses it there; on CUDA only when asked (not measured here)."""
-        x = images
-        if self.cam_resolution < 1.0:  # low-resolution mode: same field of view, fewer pixels
-            x = F.interpolate(x, scale_factor=self.cam_resolution, mode="bilinear", align_corners=False,
-                              antialias=True, recompute_scale_factor=False)
-        last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
-        return x.contiguous(memory_format=torch.channels_last) if last else x
-
-    @torch.no_grad()
-    def exact_cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module) -> torch.Tensor:
-        """The CAM pass on the clean batch (before any paste)."""
-        head = self.head(model)
-        was_training = model.training
-        if self.cam_mode == "eval":
-            model.eval()
-        try:
-            x = self.cam_input(images)
-            ctx = torch.autocast(images.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
-            with ctx, nvtx_range(f"{self.name}/cam"):
-                return class_activation_maps(head, x, labels)
-        finally:
-            model.train(was_training)
-
-    def cams(self, images: torch.Tensor, labels: torch.Tensor, model: nn.Module, geometry=None) -> torch.Tensor:
-        """Each sample's CAM for its current crop: from the cache where it holds a fresh
-        map, else from an exact pass over just the samples that need one."""
-        if self.cache is None:
-            cam = self.exact_cams(images, labels, model)
-            self.cache_stats["exact"] += len(cam)
-        else:
-            idx, win, flip = self._geometry(geometry, len(images))
-            fresh = self.cache.fresh(idx, self.epoch).to(images.device)
-            need = (~fresh).nonzero()[:, 0]
-            exact = self.exact_cams(images[need], labels[need], model) if len(need) else None
-            if exact is not None:
-                self.cache.store(idx[need.cpu()], exact, win[need.cpu()], flip[need.cpu()], self.epoch)
-            if len(need) == len(images):
-                cam = exact
-            else:
-                with nvtx_range(f"{self.name}/cam_reproject"):
-                    cam = self.cache.project(idx, win, flip).to(images.device)
-                if exact is not None:  # onto the projection's finer grid, as the cached maps are
-                    cam[need] = F.interpolate(exact[:, None].to(cam.dtype), size=cam.shape[1:], mode="bilinear",
-                                              align_corners=False)[:, 0]
-            self.cache_stats["exact"] += len(need)
-            self.cache_stats["cached"] += len(images) - len(need)
-        self.last_cam = cam  # kept for sample grids
-        return cam
-
-    @staticmethod
-    def _geometry(geometry, n: int):
-        missing = [k for k in ("indices", "window", "flip") if not hasattr(geometry, k)]
-        if geometry is None or missing:
-            raise ValueError("SnapMix with a CAM cache needs geometry=<the loader's Batch> (indices, window, flip); "
-                             f"got {type(geometry).__name__}" + (f" without {missing}" if geometry is not None else ""))
-        idx = geometry.indices.to("cpu", torch.int64)
-        if idx.shape != (n,):
-            raise ValueError(f"geometry.indices has shape {tuple(idx.shape)} for a batch of {n}")
-        return idx, geometry.window.cpu(), geometry.flip.cpu()
-
-    def _arm(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
-        """Catch the feature map of the training forward that follows this unmixed batch."""
-        if self._hooked is None or self._hooked[0] is not model:
-            if self._hooked is not None:
-                self._hooked[1].remove()
-            fm = feature_module(model, self.head(model), images[:1])
-            if fm is None:
-                raise ValueError(f"cannot find the module of {type(model).__name__} whose output is the CAM feature map, "
-                                 f"so unmixed batches cannot refresh the CAM cache; use prob=1 or a model whose "
-                                 f"feature map is a submodule's output")
-            self._hooked = (model, fm.register_forward_hook(self._catch))
-        idx, win, flip = self._geometry(geometry, len(images))
-        self._armed = (model, len(images), labels.to(images.device, torch.int64), idx, win, flip, self.epoch)
-
-    def _catch(self, module, inputs, feats) -> None:
-        armed, self._armed = self._armed, None  # one shot
-        if armed is None:
-            return
-        model, n, labels, idx, win, flip, epoch = armed
-        if not model.training or not isinstance(feats, torch.Tensor) or feats.shape[0] != n:
-            return  # not the training forward of the armed batch
-        with torch.no_grad():
-            cam = cams_from_features(self.head(model).classifier, feats, labels)
-        if bool(torch.isfinite(cam).all()):
-            self.cache.store(idx, cam, win, flip, epoch)
-            self.cache_stats["free"] += n
+        self.source.load_state_dict(state)
 
     def _apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
-              geometry=None) -> MixedBatch:
+               geometry=None) -> MixedBatch:
         n, _, h, w = images.shape
-        dev = images.device
-        y = labels.to(dev, torch.int64)
-        perm = params.perm.to(dev)
-        live = params.live
-        self._armed = None
-        if not params.mix or not bool(live.any()):
-            if self.cache is not None and model is not None and geometry is not None and model.training:
-                self._arm(model, images, y, geometry)
+        y = labels.to(images.device, torch.int64)
+        perm = params.perm.to(images.device)
+        if not params.mix or not bool(params.live.any()):
+            if model is not None:
+                self.source.unmixed(model, images, y, geometry)
             return self.unmixed(images, labels, y_b=y[perm])
         if model is None:
             raise ValueError("SnapMix needs the model (its CAMs give the label weights): call it with model=...")
-        cam = self.cams(images, y, model, geometry)
+        cam = self.last_cam = self.source.maps(images, y, model, geometry)
         # masses of the partner's SPM are read from the partner's CAM: no second pass
         cams_ab = torch.stack([cam, cam[perm]], dim=1).reshape(2 * n, *cam.shape[1:])
         boxes_ab = torch.stack([params.dst_box, params.src_box], dim=1).reshape(2 * n, 1, 4)
         mass = kernels.spm_box_mass(cams_ab, boxes_ab, image_size=(h, w), backend=backend, tag=self.name).view(n, 2)
-        paste(images, params, backend=backend, tag=self.name)
-        # the released code divides by the SPM's sum + 1e-8; the SPM sums to 1
-        rho_a = 1.0 - mass[:, 0] / (1.0 + 1e-8)
-        rho_b = mass[:, 1] / (1.0 + 1e-8)
-        y_b = y[perm]
-        same = y == y_b
-        rho_a, rho_b = torch.where(same, rho_a + rho_b, rho_a), torch.where(same, rho_b + rho_a, rho_b)
-        lam = 1.0 - box_area(params.dst_box).to(dev).double() / (h * w)  # area fallback
-        rho_a = torch.where(rho_a.isnan(), lam, rho_a)
-        rho_b = torch.where(rho_b.isnan(), 1.0 - lam, rho_b)
-        own = perm == torch.arange(n, device=dev)
-        rho_a = torch.where(own, torch.ones_like(rho_a), rho_a)
-        rho_b = torch.where(own, torch.zeros_like(rho_b), rho_b)
-        livd = live.to(dev)  # per-sample boxes: a sample with an empty box is not mixed
-        rho_a = torch.where(livd, rho_a, torch.ones_like(rho_a))
-        rho_b = torch.where(livd, rho_b, torch.zeros_like(rho_b))
-        return MixedBatch(images, y, y_b, rho_a.float(), rho_b.float())
+        paste_boxes(images, params, backend=backend, tag=self.name)
+        w_a, w_b = snapmix_weights(mass, params, y, height=h, width=w)
+        return MixedBatch(images, y, y[perm], w_a, w_b)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dali_snapmix.data.spec import CropGeometry
 from dali_snapmix.mix import CAMCache, CutMix, CutOut, Mixup, SnapMix
 from dali_snapmix.models import SmallCNN
 
@@ -49,8 +50,7 @@ def test_method_on_cuda_equals_cpu(name):
     m_cpu, m_gpu = _models()
     mix = METHODS[name]()
     for rep in range(3):
-        mix.rng = np.random.default_rng(rep)
-        params = mix.sample(x, y)
+        params = mix.sample(x, y, rng=np.random.default_rng(rep))
         # the CAM pass (train mode) moves BatchNorm statistics: give both devices the same start
         m_gpu.load_state_dict(m_cpu.state_dict())
         cpu = mix(x.clone(), y, params=params, model=m_cpu)
@@ -74,8 +74,7 @@ def test_snapmix_autocast_and_channels_last_cam_passes():
     runs = {}
     for name, opts in {"fp32": {}, "bf16": {"autocast": True}, "cl": {"channels_last": True}}.items():
         mix = SnapMix(num_classes=K, **opts)
-        mix.rng = np.random.default_rng(0)
-        params = mix.sample(x, y)
+        params = mix.sample(x, y, rng=np.random.default_rng(0))
         state = copy.deepcopy(model.state_dict())
         runs[name] = mix(x.cuda(), y.cuda(), params=params, model=model)
         model.load_state_dict(state)
@@ -106,8 +105,8 @@ def test_cam_cache_on_cuda_equals_cpu():
     # end to end: SnapMix with a cache on CUDA re-projects instead of running the CAM pass
     x, y = _batch(n=8, seed=4)
     _, model = _models()
-    geo = type("G", (), {"indices": torch.arange(8), "window": torch.tensor([[0.0, 64, 0, 64]] * 8),
-                         "flip": torch.zeros(8, dtype=torch.bool)})()
+    geo = CropGeometry(indices=torch.arange(8), window=torch.tensor([[0.0, 64, 0, 64]] * 8),
+                       flip=torch.zeros(8, dtype=torch.bool))
     mix = SnapMix(num_classes=K, cache=CAMCache(size=8, device="cuda"))
     mix(x.cuda(), y.cuda(), model=model, geometry=geo)
     mix(x.cuda(), y.cuda(), model=model, geometry=geo)

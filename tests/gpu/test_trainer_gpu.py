@@ -25,7 +25,7 @@ TINY = ["--model", "small_cnn", "--resize", "72", "--crop", "64", "--batch-size"
                                    ["--mix", "snapmix", "--cam-cache-every", "2", "--mix-prob", "0.5"]],
                          ids=["fp32", "bf16", "fp16", "channels-last", "cached"])
 def test_trainer_steps_on_the_gpu(birds, tmp_path, extra):
-    from train_dali import main
+    from dali_snapmix.trainer import main
 
     res = main(["--data", str(birds.root), *TINY, *extra, "--out", str(tmp_path / "run")])
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -48,7 +48,7 @@ def test_fp16_step_with_the_scaler_updates_what_underflows_without_it():
     """A loss whose fp16 gradients flush to zero unscaled (1e-9 x a unit-size loss): the
     trainer's step with --amp fp16's scaler still moves the weights; the same step with
     the scaler off (what fp16 training did before) leaves them where they were."""
-    from train_dali import backward_step
+    from dali_snapmix.trainer import backward_step
 
     moved = {}
     for enabled in (False, True):
