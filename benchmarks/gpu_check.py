@@ -349,6 +349,15 @@ def markdown(r: dict, kern: str) -> str:
     return "\n".join(md) + "\n"
 
 
+def copy_package(site: Path) -> None:
+    """Lay the package out in ``site`` as setuptools installs it (kernels/ becomes
+    dali_snapmix/kernels): what the check imports when pip cannot install."""
+    shutil.rmtree(site / "dali_snapmix", ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "dali_snapmix", site / "dali_snapmix", ignore=ignore)
+    shutil.copytree(ROOT / "kernels", site / "dali_snapmix" / "kernels", ignore=ignore)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "runs" / "gpu-check"))
@@ -397,10 +406,8 @@ def main(argv=None) -> int:
         r = check.run("install", [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                                   "--no-index", "--target", str(site), str(ROOT)], env)
         check.install_how = f"pip --target {site}"
-        if r["rc"] != 0:  # lay the package out as setuptools would: kernels/ becomes dali_snapmix/kernels
-            shutil.rmtree(site / "dali_snapmix", ignore_errors=True)
-            shutil.copytree(ROOT / "dali_snapmix", site / "dali_snapmix")
-            shutil.copytree(ROOT / "kernels", site / "dali_snapmix" / "kernels", dirs_exist_ok=True)
+        if r["rc"] != 0:
+            copy_package(site)
             check.install_how = f"copied into {site} (pip could not install: log.txt)"
         path = [str(BLOCKER)] if a.rehearse else []
         path += [str(site), str(ROOT)]  # tests import train_dali.py and benchmarks/ from the checkout

@@ -44,6 +44,24 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert sorted(os.listdir(out)) == ["junit-memcheck.xml", "junit.xml", "log.txt", "report.json", "report.md"]
 
 
+def test_without_pip_the_package_is_copied_as_setuptools_lays_it_out(tmp_path):
+    """The install step's fallback: the copied tree imports in a fresh interpreter that
+    sees only it (-P: not the checkout), kernels included, and runs a kernel."""
+    copy_package = gpu_check.copy_package
+
+    copy_package(tmp_path)
+    code = ("import dali_snapmix, dali_snapmix.trainer, torch; from dali_snapmix import kernels; "
+            "x = torch.zeros(1, 1, 2, 2); kernels.fill_box(x, boxes=torch.tensor([[0, 1, 0, 2]]), value=1.0, backend='reference'); "
+            "print(dali_snapmix.__file__, kernels.__file__, x.sum().item())")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    where, kernels_at, total = p.stdout.split()
+    assert where.startswith(str(tmp_path)) and kernels_at == str(tmp_path / "dali_snapmix" / "kernels" / "__init__.py")
+    assert float(total) == 2.0
+
+
 def test_a_step_past_its_limit_gets_sigint_then_its_whole_group_is_killed(tmp_path, monkeypatch):
     """The step's own process traps SIGINT (as pytest does, to write its junit) and exits;
     a grandchild that ignores it dies with the group."""
@@ -88,7 +106,7 @@ def test_the_report_survives_broken_files_and_names_them(tmp_path):
     problems = "\n".join(r["problems"])
     assert "junit.xml: ParseError" in problems and "step tests: time limit" in problems
     assert "overhead-r50-bf16.json: JSONDecodeError" in problems
-    assert "install" not in problems  # the checkout imported: an install failure is reported, not counted
+    assert "install" not in problems  # the copied package imported: an install failure is reported, not counted
     assert bad == len(r["problems"]) == 3
     v = dict((k, (text, ok)) for k, text, ok in r["verdicts"])
     assert v["overhead-r50-off"][0].startswith("no verdict (KeyError") and not v["overhead-r50-off"][1]

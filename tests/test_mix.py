@@ -338,6 +338,21 @@ def test_cam_head_of_torchvision_models(rng, name, size, feats):
         assert_close(cam.mean((1, 2)), logits[torch.arange(2), y], 1e-4)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", "efficientnet_b0", "inception_v3", "small_cnn"])
+def test_one_classifier_discovery_serves_the_trainer_and_the_cam_head(name):
+    """The layer the trainer treats as the new head is the layer CAMs are read from, named
+    here by hand for each architecture."""
+    from dali_snapmix.models import classifier_of
+
+    m = SmallCNN(5) if name == "small_cnn" else _tv(name, **({"aux_logits": True, "init_weights": False}
+                                                            if name == "inception_v3" else {}))
+    want = {"resnet18": "fc", "densenet121": "classifier", "efficientnet_b0": "classifier.1", "inception_v3": "fc",
+            "small_cnn": "fc"}[name]
+    assert classifier_of(m) is m.get_submodule(want) and CAMHead.of(m).classifier is m.get_submodule(want)
+    ddp_like = torch.nn.DataParallel(m)  # unwrapped, as the trainer may hold it
+    assert classifier_of(ddp_like) is m.get_submodule(want)
+
+
 def test_timm_models_when_installed(rng):
     timm = pytest.importorskip("timm", reason="timm is optional")
     m = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
@@ -353,6 +368,10 @@ def test_models_without_a_cam_head_get_a_clear_error():
     m = torchvision.models.mobilenet_v3_small(weights=None, num_classes=5)
     with pytest.raises(ValueError, match="cannot find a global-average-pooling \\+ linear head in MobileNetV3.*CAMHead\\(features="):
         CAMHead.of(m)
+    from dali_snapmix.models import classifier_of
+
+    with pytest.raises(ValueError, match=r"linear classifier of MobileNetV3 \(found: classifier=Sequential\)"):
+        classifier_of(m)
     bad = CAMHead(features=lambda x: torch.zeros(len(x), 7, 2, 2), classifier=nn.Linear(9, 3))
     with pytest.raises(ValueError, match="7 channels but the classifier takes 9"):
         class_activation_maps(bad, torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]))
