@@ -59,7 +59,7 @@ METHODS = {
 METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 
 # Sizes chosen so that each protocol's default run (7 methods x 3 seeds) takes 35-40
-# minutes on a 2-core CPU (measured: README "Results on real images").
+# minutes on a 2-core CPU (measured: docs/results.md, "Results on real images").
 PROTOCOLS = {
     "scratch": {
         "data": {"size": 40, "per_class": 80, "test_per_class": 200},

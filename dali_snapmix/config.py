@@ -67,7 +67,7 @@ class Config:
 
 
 # the embedded set the trainer uses without --data: 100 training images per class took the
-# demo's baseline from 0.89 (60 per class) to 0.92 top-1 in 8 epochs (README, make demo)
+# demo's baseline from 0.89 (60 per class) to 0.92 top-1 in 8 epochs (docs/results.md, make demo)
 BIRDS = {"train_per_class": 100, "test_per_class": 30}
 
 # a preset's method option applies to the methods that take it (scratch: mix_prob 0.5 for
@@ -75,7 +75,7 @@ BIRDS = {"train_per_class": 100, "test_per_class": 30}
 PRESETS = {
     "paper": {},
     "scratch": {"mix_prob": 0.5, "epochs": 300, "lr": 0.01, "lr_steps": "150,225,270"},
-    # fine-tunes the ImageNet Lite0 at 128 px crops (4x4 CAMs) on the embedded set (README: make demo)
+    # fine-tunes the ImageNet Lite0 at 128 px crops (4x4 CAMs) on the embedded set (docs/results.md: make demo)
     "demo": {"model": "efficientnet_lite0_imagenet", "epochs": 8, "batch_size": 16, "lr": 0.04, "lr_pretrained": 0.008,
              "lr_steps": "6,7", "resize": 146, "crop": 128, "channels_last": True, "out": "runs/demo"},
 }

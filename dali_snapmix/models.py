@@ -110,7 +110,7 @@ def init_new_head(classifier: nn.Linear) -> None:
     0.17 and first logits of std 2.7 (first loss 5.5 against ln 12 = 2.5), and the first
     epochs go to unlearning them; a zero head starts every class at the same logit and
     lets the body's features decide (as BiT fine-tunes). Embedded set, Lite0, 8 epochs:
-    top-1 0.75 against 0.70 averaged over the epochs, both 0.89 at the end (README)."""
+    top-1 0.75 against 0.70 averaged over the epochs, both 0.89 at the end (docs/design.md, Training)."""
     if not isinstance(classifier, nn.Linear):
         raise ValueError(f"expected the classifier as an nn.Linear, got {type(classifier).__name__}")
     with torch.no_grad():

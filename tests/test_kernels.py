@@ -304,7 +304,7 @@ def test_bad_input_is_named():
 
 def test_every_kernel_opens_its_nvtx_range(g, monkeypatch):
     """Each call pushes and pops one range named <tag>/<kernel> in the dali_snapmix
-    domain (what the README's Nsight commands filter on)."""
+    domain (what the Nsight commands of docs/performance.md filter on)."""
     nvtx = pytest.importorskip("nvtx")
     from dali_snapmix.kernels import _target
 

@@ -1,5 +1,5 @@
 """Mixing methods against plain-torch transcriptions of their papers and of SnapMix's
-released behaviour (../shared/reference/snapmix.md; the one transcription of the
+released behaviour (docs/snapmix_release.md; the one transcription of the
 release is dali_snapmix/mix/released.py): same params in, same images (1e-5) and same
 label weights (1e-5) out.
 

@@ -1,5 +1,5 @@
 """SnapMix as the authors' released code computes it, transcribed in plain torch
-(../shared/reference/snapmix.md; Huang, Wang, Tao, AAAI 2021).
+(docs/snapmix_release.md; Huang, Wang, Tao, AAAI 2021).
 
 Not a mixing method: the reference that tests/test_mix.py compares :class:`SnapMix`
 with, and the ``snapmix-reference`` variant of benchmarks/overhead.py. Written as the

@@ -7,7 +7,7 @@ weights rho_a = 1 - SPM_a(target box), rho_b = SPM_b(source box); they need not 
 to 1.
 
 Details the paper leaves open follow the authors' released code
-(../shared/reference/snapmix.md): with probability ``prob`` the batch is mixed; one
+(docs/snapmix_release.md): with probability ``prob`` the batch is mixed; one
 box pair per batch from two independent lam ~ Beta(beta, beta); partner
 ``randperm`` (self-pairs possible); mixed only if both boxes have area > 0; the CAM
 pass runs on the clean batch under no_grad with the model in train mode (BatchNorm
