@@ -4,8 +4,8 @@
     python benchmarks/kernels.py --device cuda    # CUDA events instead of perf_counter
 
 Boxes are drawn per sample as SnapMix draws them (ratios from Beta(5, 5)). Each round
-times every variant once, in an order that alternates between rounds; medians over the
-rounds are reported. "GB/s" counts the bytes a kernel must read and write (e.g. the
+times every variant once, in a fresh random order (dali_snapmix/timing.py); medians over
+the rounds are reported. "GB/s" counts the bytes a kernel must read and write (e.g. the
 pasted region read once and written once); "copy GB/s" is a plain copy of the same
 number of bytes (numpy on the CPU, torch on CUDA) timed in the same rounds. The last
 line prints the two key speed-ups.
@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from dali_snapmix.kernels.paste_resized import paste_resized_reference
 from dali_snapmix.kernels.spm_box_mass import spm_box_mass_reference
 
 from dali_snapmix.mix.boxes import box_area, rand_boxes
+from dali_snapmix.timing import clock, medians, shuffled_rounds
 
 PASTE = importlib.import_module("dali_snapmix.kernels.paste_resized")  # the module, not the function
 
@@ -77,6 +76,25 @@ def main() -> None:
         ("fill_box", "kernel"): (lambda: fill_box(x, boxes=dst_box), fill_bytes),
         ("fill_box", "reference"): (lambda: fill_box_reference(x, boxes=dst_box, values=torch.zeros(3)), fill_bytes),
     }
+    # CutOut and symmetric CutMix as the methods run them by default: one box for the batch,
+    # so a torch slice op can do the whole batch; which is faster decides what they use
+    y0, y1, x0, x1 = dst_box[0].tolist()
+    one_box = dst_box[:1].expand(B, 4).contiguous()
+    pd = perm.to(dev)
+
+    def slice_copy():
+        x[:, :, y0:y1, x0:x1] = x[pd, :, y0:y1, x0:x1]
+
+    def slice_fill():
+        x[:, :, y0:y1, x0:x1] = 0.0
+
+    choices = {
+        ("fill, one box", "fill_box kernel"): lambda: fill_box(x, boxes=one_box),
+        ("fill, one box", "torch slice fill"): slice_fill,
+        ("same-size paste, one box", "paste_resized kernel"): lambda: paste_resized(x, perm=perm, src_box=one_box,
+                                                                                    dst_box=one_box),
+        ("same-size paste, one box", "torch slice copy"): slice_copy,
+    }
     copies = {}  # copy of the same byte count as each kernel moves (half read, half written)
     for (k, _), (_, nbytes) in variants.items():
         n = max(nbytes // 2 // 4, 1)
@@ -87,33 +105,16 @@ def main() -> None:
             s, d = np.random.rand(n).astype(np.float32), np.empty(n, np.float32)
             copies[k] = lambda s=s, d=d: np.copyto(d, s)
 
-    def timed(fn) -> float:
-        if dev.type == "cuda":
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            fn()
-            e1.record()
-            e1.synchronize()
-            return e0.elapsed_time(e1) / 1e3
-        t = time.perf_counter()
-        fn()
-        return time.perf_counter() - t
-
-    names = list(variants) + [(k, "copy") for k in copies]
-    for _ in range(3):  # warm-up: JIT compilation, allocator, caches
-        for n in names:
-            (variants[n][0] if n in variants else copies[n[0]])()
-    times = {n: [] for n in names}
-    for r in range(a.rounds):
-        order = names if r % 2 else names[::-1]
-        for n in order:
-            times[n].append(timed(variants[n][0] if n in variants else copies[n[0]]))
-    med = {n: statistics.median(v) for n, v in times.items()}
+    fns = {n: (variants[n][0] if n in variants else copies[n[0]]) for n in list(variants) + [(k, "copy") for k in copies]}
+    fns.update(choices)
+    # 3 warm-up rounds: JIT compilation, allocator, caches
+    times = shuffled_rounds(fns, rounds=a.rounds, warmup=3, seed=a.seed, measure=clock(dev.type))
+    med = medians(times)
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads; "
           f"python {platform.python_version()}, torch {torch.__version__}, numba {_numba_version()}, device {dev}")
     print(f"batch {B}x3x{S}x{S} float32, per-sample boxes from Beta(5,5) (mean pasted area "
-          f"{box_area(dst_box).double().mean().item() / S / S:.0%}), CAM {a.cam}x{a.cam}, {a.rounds} interleaved rounds, medians")
+          f"{box_area(dst_box).double().mean().item() / S / S:.0%}), CAM {a.cam}x{a.cam}, {a.rounds} shuffled rounds, medians")
     print("| kernel | kernel ms | reference ms | speed-up | kernel GB/s | copy GB/s |")
     print("|---|---|---|---|---|---|")
     kernels = list(dict.fromkeys(k for k, _ in variants))
@@ -126,6 +127,9 @@ def main() -> None:
         vec = "the default here" if _simd.available() else "not available on this CPU: the kernel row is this too"
         print(f"paste_resized with the scalar column gather: {tk * 1e3:.2f} ms, {tr / tk:.1f}x "
               f"(the AVX-512 vector gather is {vec})")
+    print(f"one box for the batch ({(y1 - y0) * (x1 - x0) / S / S:.0%} of the image), as CutOut and CutMix draw by default:")
+    for (what, how), _ in choices.items():
+        print(f"  {what}: {how} {med[(what, how)] * 1e3:.2f} ms")
     print(f"paste_resized {med[('paste_resized', 'reference')] / med[('paste_resized', 'kernel')]:.2f}x "
           f"spm_box_mass {med[('spm_box_mass', 'reference')] / med[('spm_box_mass', 'kernel')]:.0f}x")
 

@@ -7,15 +7,17 @@ most people run (ImageFolder, Resize, RandomCrop, RandomHorizontalFlip, ToTensor
 Normalize, persistent workers); "fallback" is our PyTorch loader driven by the same
 epoch plan as DALI; "dali-ops" is the DALI loader with DALI's own resize and
 crop_mirror_normalize on the CPU (the GPU graph's ops) instead of the fused Numba
-pass. Rounds are interleaved; each round times a fixed number of batches after a
-warm-up; medians are reported and the DALI/torchvision ratio is last.
+pass. Each round times every loader once, in a fresh random order
+(dali_snapmix/timing.py), over a fixed number of batches after a warm-up of its own;
+round 0 warms everything up and is discarded; medians are reported and the
+DALI/torchvision ratio is last.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
-import statistics
 import time
 from itertools import islice
 
@@ -38,6 +40,7 @@ def main() -> None:
     import torchvision.transforms as T
 
     from dali_snapmix.data import DALILoader, ImageSource, TorchLoader, TransformSpec, ensure_synthetic_birds
+    from dali_snapmix.timing import medians, shuffled_rounds
 
     root = a.data or str(ensure_synthetic_birds().train_dir)
     src = ImageSource.from_folder(root)
@@ -71,19 +74,15 @@ def main() -> None:
             pass
         return n / dt
 
-    rates = {k: [] for k in loaders}
-    for r in range(a.rounds + 1):
-        order = list(loaders) if r % 2 else list(reversed(loaders))
-        for name in order:
-            v = one_round(name)
-            if r:  # round 0 is a warm-up for everything (page cache, JIT, thread pools)
-                rates[name].append(v)
-    med = {k: statistics.median(v) for k, v in rates.items()}
+    # each round's figure is its images/s, measured inside one_round (the epoch's tail is not timed)
+    rates = shuffled_rounds({k: functools.partial(one_round, k) for k in loaders}, rounds=a.rounds, warmup=1,
+                            measure=lambda f: f())
+    med = medians(rates)
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"DALI {nvidia.dali.__version__}")
     print(f"data: {root} ({len(src)} images), resize {a.resize} -> crop {a.crop}, batch {a.batch_size}, "
-          f"{a.workers} threads/workers, {a.rounds} interleaved rounds of {a.batches} batches")
+          f"{a.workers} threads/workers, {a.rounds} shuffled rounds of {a.batches} batches")
     print("| loader | median images/s | all rounds |")
     print("|---|---|---|")
     for k, v in med.items():

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import platform
 import statistics
 import time
@@ -48,6 +49,7 @@ from dali_snapmix.mix import CAMCache, CAMHead, build_mix, mixed_cross_entropy
 from dali_snapmix.mix.params import sample_box_params
 from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
+from dali_snapmix.timing import clock, shuffled_rounds
 
 
 def main(argv=None) -> dict:
@@ -157,37 +159,13 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    def timed(name: str) -> float:
-        if dev.type == "cuda":
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            step(name)
-            e1.record()
-            e1.synchronize()
-            return e0.elapsed_time(e1) / 1e3
-        t = time.perf_counter()
-        step(name)
-        return time.perf_counter() - t
-
     names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "snapmix", "snapmix-lowres", "snapmix-cached", "floor",
              "snapmix-reference"]
-    for _ in range(a.warmup):
-        for n in names:
-            step(n)
-    aug_time.clear()
-    cam_time.clear()
-    times: dict[str, list[float]] = {n: [] for n in names}
-    # a fresh shuffled order each round: every variant follows a random predecessor, and
-    # none runs twice in a row (a repeated step finds warm caches and allocator state,
-    # which alternating forward/reverse orders gave the variants at both ends)
-    order_rng, last = np.random.default_rng(a.seed), None
-    for _ in range(a.repeats):
-        order = [str(n) for n in order_rng.permutation(names)]
-        if order[0] == last:
-            order.append(order.pop(0))
-        for n in order:
-            times[n].append(timed(n))
-        last = order[-1]
+    # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
+    times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,
+                            seed=a.seed, measure=clock(dev.type))
+    aug_time = {n: v[a.warmup:] for n, v in aug_time.items()}  # step() records the warm-up rounds too
+    cam_time = {n: v[a.warmup:] for n, v in cam_time.items()}
     med = {n: statistics.median(v) for n, v in times.items()}
     aug = {n: statistics.median(v) for n, v in aug_time.items()}
     cam = {n: statistics.median(v) for n, v in cam_time.items()}

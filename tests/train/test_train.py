@@ -15,7 +15,7 @@ import torch
 
 from dali_snapmix.trainer import Config, logits_and_loss, main, parse_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--model", "small_cnn", "--resize", "40", "--crop", "32", "--batch-size", "8", "--lr-steps", "2"]
 
 
@@ -210,7 +210,7 @@ def test_two_processes_see_disjoint_samples_and_share_the_cam_cache(birds, tmp_p
               "--cam-cache-every", "2", "--workers", "1"]
     main([*common, "--batch-size", "10", "--out", str(tmp_path / "one")])
     p = _torchrun([*common, "--batch-size", "5", "--out", str(tmp_path / "two")], free_port,
-                  script=ROOT / "tests" / "train_recording_indices.py")  # the trainer with an on_batch hook
+                  script=ROOT / "tests" / "train" / "train_recording_indices.py")  # the trainer with an on_batch hook
     assert p.returncode == 0, p.stdout + p.stderr
     for epoch in range(3):
         r0 = json.loads((tmp_path / "two" / f"indices_rank0_epoch{epoch}.json").read_text())

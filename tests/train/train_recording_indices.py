@@ -1,5 +1,5 @@
 """The trainer with a batch hook that writes the sample indices each rank saw, per epoch,
-as <out>/indices_rank<R>_epoch<E>.json (tests/test_train.py runs it under torchrun)."""
+as <out>/indices_rank<R>_epoch<E>.json (tests/train/test_train.py runs it under torchrun)."""
 
 import json
 import sys

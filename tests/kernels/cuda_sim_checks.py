@@ -1,6 +1,6 @@
 """Every CUDA kernel under Numba's CUDA simulator against its torch reference.
 
-Run by tests/test_kernels_cuda.py in a separate process, because the simulator must be
+Run by tests/kernels/test_cuda_sim.py in a separate process, because the simulator must be
 switched on before numba.cuda is first imported. Tiny tensors: the simulator runs each
 CUDA thread as a Python thread. Exits non-zero on the first mismatch.
 """

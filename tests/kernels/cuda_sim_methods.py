@@ -1,7 +1,7 @@
 """Every mixing method end to end through the CUDA kernels under Numba's CUDA simulator,
 against the same method on the CPU backend with the same params: images and weights.
 
-Run by tests/test_kernels_cuda.py in its own process (the simulator must be on before
+Run by tests/kernels/test_cuda_sim.py in its own process (the simulator must be on before
 numba.cuda is imported). Tiny tensors: the simulator runs each CUDA thread as a Python
 thread. SnapMix gets float64 CAMs from a small CAM head, as it computes them in training.
 Exits non-zero on the first mismatch.
