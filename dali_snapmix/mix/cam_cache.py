@@ -17,7 +17,7 @@ map. Projecting onto a grid ``project_scale`` times finer than the feature map (
 sums over a 28x28 map): on white-noise 7x7 maps, the worst SPM box mass error against
 upsample-then-crop is typically 0.05 at scale 1, 0.027 at 2 and 0.012 at 4 (worst of
 40 draws: 0.067 at 1, 0.028 at 4)
-(``tests/test_cam_cache.py`` checks it).
+(``tests/mix/test_cam_cache.py`` checks it).
 
 Under DDP each process caches the maps of the samples it saw, and every epoch deals
 the samples out afresh, so a process would find only about 1 / world of its next

@@ -1,7 +1,7 @@
 """SnapMix as the authors' released code computes it, transcribed in plain torch
 (docs/snapmix_release.md; Huang, Wang, Tao, AAAI 2021).
 
-Not a mixing method: the reference that tests/test_mix.py compares :class:`SnapMix`
+Not a mixing method: the reference that tests/mix/test_snapmix.py compares :class:`SnapMix`
 with, and the ``snapmix-reference`` variant of benchmarks/overhead.py. Written as the
 release is: a convolution over all classes, each map upsampled to the full image,
 minus its minimum, over its sum (the SPM), slices summed for the weights, and
