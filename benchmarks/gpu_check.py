@@ -72,7 +72,7 @@ TARGETS = {  # what the overhead runs are judged by (issue 16), beside the figur
     "cached_pct": 1.0,  # the cached mode at most +1 % per step
 }
 PROBE = ("import torch, dali_snapmix, dali_snapmix.kernels as k, dali_snapmix.mix, dali_snapmix.data, "
-         "dali_snapmix.models; x = torch.zeros(1, 3, 4, 4); k.fill_box(x, boxes=torch.tensor([[0, 1, 0, 1]])); "
+         "dali_snapmix.models; x = torch.zeros(2, 3, 4, 4); k.blend(x, perm=torch.tensor([1, 0]), weights=torch.ones(2)); "
          "print(dali_snapmix.__file__, k.__file__)")
 
 

@@ -76,8 +76,9 @@ def main() -> None:
         ("fill_box", "kernel"): (lambda: fill_box(x, boxes=dst_box), fill_bytes),
         ("fill_box", "reference"): (lambda: fill_box_reference(x, boxes=dst_box, values=torch.zeros(3)), fill_bytes),
     }
-    # CutOut and symmetric CutMix as the methods run them by default: one box for the batch,
-    # so a torch slice op can do the whole batch; which is faster decides what they use
+    # symmetric CutMix as it runs by default: one box for the batch, the same place in the
+    # partner, so a torch slice copy could do the whole batch; the faster is what it uses
+    # (the paste, 2026-12-05). fill_box is torch's slice fill (faster than its Numba kernel was)
     y0, y1, x0, x1 = dst_box[0].tolist()
     one_box = dst_box[:1].expand(B, 4).contiguous()
     pd = perm.to(dev)
@@ -85,12 +86,7 @@ def main() -> None:
     def slice_copy():
         x[:, :, y0:y1, x0:x1] = x[pd, :, y0:y1, x0:x1]
 
-    def slice_fill():
-        x[:, :, y0:y1, x0:x1] = 0.0
-
     choices = {
-        ("fill, one box", "fill_box kernel"): lambda: fill_box(x, boxes=one_box),
-        ("fill, one box", "torch slice fill"): slice_fill,
         ("same-size paste, one box", "paste_resized kernel"): lambda: paste_resized(x, perm=perm, src_box=one_box,
                                                                                     dst_box=one_box),
         ("same-size paste, one box", "torch slice copy"): slice_copy,
@@ -127,7 +123,7 @@ def main() -> None:
         vec = "the default here" if _simd.available() else "not available on this CPU: the kernel row is this too"
         print(f"paste_resized with the scalar column gather: {tk * 1e3:.2f} ms, {tr / tk:.1f}x "
               f"(the AVX-512 vector gather is {vec})")
-    print(f"one box for the batch ({(y1 - y0) * (x1 - x0) / S / S:.0%} of the image), as CutOut and CutMix draw by default:")
+    print(f"one box for the batch ({(y1 - y0) * (x1 - x0) / S / S:.0%} of the image), as CutMix draws it by default:")
     for (what, how), _ in choices.items():
         print(f"  {what}: {how} {med[(what, how)] * 1e3:.2f} ms")
     print(f"paste_resized {med[('paste_resized', 'reference')] / med[('paste_resized', 'kernel')]:.2f}x "

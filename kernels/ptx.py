@@ -27,7 +27,6 @@ def signatures():
 
     # (from-imports: the package re-exports functions under the modules' names)
     from .blend import python_kernels as blend_kernels
-    from .fill_box import python_kernels as fill_kernels
     from .paste_resized import python_kernels as paste_kernels
     from .spm_box_mass import python_kernels as spm_kernels
 
@@ -40,8 +39,6 @@ def signatures():
         out.append((f"paste_resized.scatter[{dtype}]", k["scatter"], (img, float32[::1], i64, i64, i64, int64, int64, int64, int64)))
         (mix,) = blend_kernels("cuda", dtype)
         out.append((f"blend+mask_blend[{dtype}]", mix, (img, float32[::1], i64, i64, int64, int64, int64, boolean)))
-        (fill,) = fill_kernels("cuda")
-        out.append((f"fill_box[{dtype}]", fill, (img, img, i64, i64, int64, int64, int64, int64)))
     (masses,) = spm_kernels("cuda")
     for dt, arr in (("float32", float32[::1]), ("float64", float64[::1])):
         out.append((f"spm_box_mass[{dt}]", masses, (arr, i64, float64[::1], float64[::1], float64[::1], float64[::1], int64, float64[::1], int64, int64, int64, int64, int64, int64)))

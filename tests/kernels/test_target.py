@@ -79,15 +79,13 @@ def test_kernel_disk_cache_keys_tell_every_variant_apart():
 
     from dali_snapmix.kernels import _target
 
-    mods = {n: importlib.import_module(f"dali_snapmix.kernels.{n}") for n in ("paste_resized", "blend", "fill_box",
-                                                                              "spm_box_mass")}
+    mods = {n: importlib.import_module(f"dali_snapmix.kernels.{n}") for n in ("paste_resized", "blend", "spm_box_mass")}
     builds = {
         "paste f32 simd": lambda: mods["paste_resized"].python_kernels("cpu", "float32", True)["paste_all"],
         "paste f32": lambda: mods["paste_resized"].python_kernels("cpu", "float32", False)["paste_all"],
         "paste f16": lambda: mods["paste_resized"].python_kernels("cpu", "float16", False)["paste_all"],
         "blend f32": lambda: mods["blend"].python_kernels("cpu", "float32")[0],
         "blend f16": lambda: mods["blend"].python_kernels("cpu", "float16")[0],
-        "fill": lambda: mods["fill_box"].python_kernels("cpu")[0],
         "spm": lambda: mods["spm_box_mass"].python_kernels("cpu")[0],
     }
     keys = {name: _target.variant_key(b()) for name, b in builds.items()}
@@ -104,11 +102,11 @@ def test_a_second_process_loads_the_compiled_kernel_from_the_disk_cache(tmp_path
     import subprocess
     import sys
 
-    script = ("import torch; from dali_snapmix.kernels import fill_box; "
-              "from dali_snapmix.kernels.fill_box import _compiled; "
-              "x = torch.randn(3, 3, 9, 7); b = torch.tensor([[0, 9, 0, 7], [2, 3, 4, 5], [0, 0, 0, 0]]); "
-              "want = x.clone(); want[0] = 0.5; want[1, :, 2:3, 4:5] = 0.5; fill_box(x, boxes=b, value=0.5); "
-              "assert torch.equal(x, want); k = _compiled('cpu'); "
+    script = ("import torch; from dali_snapmix.kernels import blend; "
+              "from dali_snapmix.kernels.blend import _compiled; "
+              "x = torch.randn(3, 2, 9, 7); p = torch.tensor([1, 2, 0]); w = torch.tensor([0.25, 0.5, 1.0]); "
+              "want = x * w[:, None, None, None] + x[p] * (1 - w[:, None, None, None]); blend(x, perm=p, weights=w); "
+              "assert torch.allclose(x, want, atol=1e-6); k = _compiled('cpu', 'float32'); "
               "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))")
     env = {**__import__("os").environ, "DALI_SNAPMIX_KERNEL_CACHE_DIR": str(tmp_path)}
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
