@@ -4,6 +4,7 @@
     python benchmarks/accuracy.py                        # the two Fashion-MNIST protocols, 3 seeds
     python benchmarks/accuracy.py --protocol finetune --seeds 1
     python benchmarks/accuracy.py --quick                # embedded set, 1 seed, tiny (CI)
+    python benchmarks/accuracy.py --protocol scarce      # 30 images per class, 3 seeds (~65 min here)
 
 Data: Fashion-MNIST (Debian's ``dataset-fashion-mnist``: real photographs of clothing,
 28x28 grey), written once as RGB JPEGs in the ImageFolder layout so the DALI loader is
@@ -19,8 +20,13 @@ Protocols (one schedule for every method):
   embedded  the premise SnapMix is built on: the embedded birds set (classes told apart
             by two small parts), Lite0 fine-tuned with the demo's recipe (128 px crops,
             4x4 CAMs) for 12 epochs, past the baseline's plateau (about epoch 6)
+  scarce    as many images per class as fine-grained sets have: the embedded set at 30
+            training and 30 test images per class, the demo's recipe, 40 epochs (x0.1
+            at 30 and 36); baseline, cutmix, snapmix, snapmix-improved; the paired
+            per-seed differences (SnapMix - CutMix, SnapMix - baseline) are printed
 Methods: baseline, cutout, mixup, cutmix, snapmix (exact), snapmix-lowres (CAM pass at
-half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs); "<method>-warmup"
+half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs), snapmix-improved
+(``semantics="improved"``: per-sample boxes, no self-pairs, eval-mode CAM pass); "<method>-warmup"
 trains the first 2 epochs unmixed (``--mix-warmup 2``). The embedded protocol runs
 baseline, cutmix, snapmix and snapmix-cached unless ``--methods`` says otherwise.
 
@@ -55,6 +61,8 @@ METHODS = {
     "snapmix": {"mix": "snapmix"},
     "snapmix-lowres": {"mix": "snapmix", "cam_resolution": 0.5},
     "snapmix-cached": {"mix": "snapmix", "cam_cache_every": 5},
+    # per-sample boxes, no self-pairs, an eval-mode CAM pass (mix/snapmix.py)
+    "snapmix-improved": {"mix": "snapmix", "snapmix_semantics": "improved"},
 }
 METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 
@@ -77,11 +85,24 @@ PROTOCOLS = {
         "train": {**{k: v for k, v in PRESETS["demo"].items() if k != "out"}, "epochs": 12, "lr_steps": "9,11"},
         "methods": ["baseline", "cutmix", "snapmix", "snapmix-cached"],
     },
+    # fine-grained sets' scarcity (CUB ~30 training images per class, FGVC-Aircraft 33,
+    # Stanford Cars 41): the demo's recipe on 30 + 30 images per class; 40 epochs, about
+    # the steps of the embedded protocol's 12 epochs on 100 per class
+    "scarce": {
+        "data": {"train_per_class": 30, "test_per_class": 30},
+        "train": {**{k: v for k, v in PRESETS["demo"].items() if k != "out"}, "epochs": 40, "lr_steps": "30,36"},
+        "methods": ["baseline", "cutmix", "snapmix", "snapmix-improved"],
+    },
 }
+# the Fashion-MNIST protocols' default list (the variants are for --methods)
+FASHION_METHODS = ["baseline", "cutout", "mixup", "cutmix", "snapmix", "snapmix-lowres", "snapmix-cached"]
+# the paired per-seed differences each protocol reports, where both methods ran
+PAIRS = [("snapmix", "cutmix"), ("snapmix", "baseline"), ("snapmix-improved", "cutmix"), ("snapmix-improved", "baseline")]
 QUICK = {
     "scratch": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 36, "crop": 32},
     "finetune": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 72, "crop": 64},
     "embedded": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 72, "crop": 64},
+    "scarce": {"epochs": 2, "lr_steps": "1", "batch_size": 16, "resize": 72, "crop": 64},
 }
 
 
@@ -103,6 +124,8 @@ def dataset(protocol: str, a) -> Path:
         return ensure_synthetic_birds(cache_dir=a.cache_dir, train_per_class=5, test_per_class=3, size=(60, 80)).root
     if protocol == "embedded":  # the trainer's own copy (dali_snapmix.config.BIRDS)
         return ensure_synthetic_birds(cache_dir=a.cache_dir, **BIRDS).root
+    if protocol == "scarce":
+        return ensure_synthetic_birds(cache_dir=a.cache_dir, **PROTOCOLS["scarce"]["data"]).root
     from dali_snapmix.data import ensure_fashion_mnist
 
     d = dict(PROTOCOLS[protocol]["data"])
@@ -160,6 +183,18 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
             "seeds": len(rs), "top1_per_seed": top,
         }
     return rows
+
+
+def paired(rows: dict[str, dict]) -> dict[str, dict]:
+    """Per-seed differences of the test score (same seed: same data order, crops and
+    initial weights), for each pair in PAIRS that ran: mean +- std over seeds."""
+    out = {}
+    for m, ref in PAIRS:
+        if m in rows and ref in rows:
+            d = [x - y for x, y in zip(rows[m]["top1_per_seed"], rows[ref]["top1_per_seed"])]
+            out[f"{m} - {ref}"] = {"per_seed": d, "mean": statistics.mean(d),
+                                   "std": statistics.stdev(d) if len(d) > 1 else 0.0}
+    return out
 
 
 def table(protocol: str, rows: dict[str, dict], settings: dict) -> str:
@@ -234,7 +269,7 @@ def main(argv=None) -> dict:
     for protocol in protocols:
         data = dataset(protocol, a)
         settings = {**PROTOCOLS[protocol]["train"], **(QUICK[protocol] if a.quick else {}), **overrides(a), "data": str(data)}
-        methods = chosen or PROTOCOLS[protocol].get("methods") or [m for m in METHODS if not m.endswith("-warmup")]
+        methods = chosen or PROTOCOLS[protocol].get("methods") or FASHION_METHODS
         runs: dict[str, list[dict]] = {m: [] for m in methods}
         t0 = time.perf_counter()
         for seed in range(seeds):
@@ -245,10 +280,15 @@ def main(argv=None) -> dict:
                 print(f"{protocol} {m} seed {seed}: last top-1 {last:.4f} best {r['result']['best_top1']:.4f} "
                       f"({r['result']['seconds_per_epoch']:.1f} s/epoch{', reused' if r['reused'] else ''})", flush=True)
         rows = summarise(runs)
+        pairs = paired(rows)
         print(table(protocol, rows, settings), flush=True)
+        for name, p in pairs.items():
+            print(f"{protocol} paired, {name}: {p['mean'] * 100:+.1f} +- {p['std'] * 100:.1f} points "
+                  f"(per seed {' '.join(f'{x * 100:+.1f}' for x in p['per_seed'])})", flush=True)
         print(f"{protocol}: {time.perf_counter() - t0:.0f} s", flush=True)
         all_runs[protocol] = runs
-        report["protocols"][protocol] = {"settings": settings, "summary": rows, "wall_s": time.perf_counter() - t0,
+        report["protocols"][protocol] = {"settings": settings, "summary": rows, "paired": pairs,
+                                         "wall_s": time.perf_counter() - t0,
                                          "runs": {m: [{"seed": s, **r} for s, r in enumerate(rs)] for m, rs in runs.items()}}
     plot(Path(a.out) / "accuracy.png", all_runs)
     (Path(a.out) / "accuracy.json").write_text(json.dumps(report, indent=1))

@@ -1,6 +1,8 @@
 """The overhead benchmark end to end, tiny (2 rounds): it runs and its numbers are sane.
 No timing assertions: speed claims come from full runs, not tests."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     """--quick on the embedded set, both protocols, every method: tables, plot and JSON."""
     import json
 
-    from benchmarks.accuracy import METHODS
+    from benchmarks.accuracy import FASHION_METHODS
     from benchmarks.accuracy import main as accuracy
 
     pytest.importorskip("timm")
@@ -42,7 +44,7 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     out = capsys.readouterr().out
     for protocol in ("scratch", "finetune"):
         rows = rep["protocols"][protocol]["summary"]
-        assert list(rows) == [m for m in METHODS if not m.endswith("-warmup")]
+        assert list(rows) == FASHION_METHODS
         for m, r in rows.items():
             assert r["seeds"] == 1, (protocol, m)
             assert f"| {m} | " in out
@@ -70,6 +72,26 @@ def test_accuracy_benchmark_embedded_protocol_quick(tmp_path, capsys):
     assert list(p["summary"]) == ["baseline", "cutmix", "snapmix", "snapmix-cached"]
     assert p["settings"]["model"] == "efficientnet_lite0_imagenet" and p["settings"]["channels_last"] is True
     assert "| snapmix-cached | " in capsys.readouterr().out
+
+
+def test_accuracy_benchmark_scarce_protocol_quick(tmp_path, capsys):
+    """The scarce protocol: its methods, the demo's recipe, and the paired per-seed
+    differences recomputed from the runs' own scores."""
+    from benchmarks.accuracy import main as accuracy
+
+    pytest.importorskip("timm")
+    rep = accuracy(["--quick", "--protocol", "scarce", "--out", str(tmp_path / "acc"), "--cache-dir", str(tmp_path / "c")])
+    p = rep["protocols"]["scarce"]
+    assert list(p["summary"]) == ["baseline", "cutmix", "snapmix", "snapmix-improved"]
+    assert p["settings"]["model"] == "efficientnet_lite0_imagenet" and p["settings"]["lr_steps"] == "1"  # quick
+    cfg = json.loads((tmp_path / "acc" / "scarce" / "snapmix-improved" / "seed0" / "config.json").read_text())
+    assert cfg["snapmix_semantics"] == "improved" and cfg["mix"] == "snapmix"
+    s = p["summary"]
+    for name, (m, ref) in {"snapmix - cutmix": ("snapmix", "cutmix"), "snapmix - baseline": ("snapmix", "baseline"),
+                           "snapmix-improved - baseline": ("snapmix-improved", "baseline")}.items():
+        want = s[m]["top1_per_seed"][0] - s[ref]["top1_per_seed"][0]
+        assert p["paired"][name]["per_seed"] == [pytest.approx(want, abs=1e-12)], name
+    assert "scarce paired, snapmix - cutmix:" in capsys.readouterr().out
 
 
 def test_label_fidelity_benchmark_quick(tmp_path, capsys):
