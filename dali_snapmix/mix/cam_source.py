@@ -98,7 +98,7 @@ class ExactCAMs:
         self.stats["exact"] += len(cam)
         return cam
 
-    def unmixed(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
+    def unmixed(self, model: nn.Module | None, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
         """Told that this batch goes to training unmixed: nothing to do without a cache."""
 
     def state_dict(self) -> dict:
@@ -143,11 +143,12 @@ class CachedCAMs:
                                       align_corners=False)[:, 0]
         return cam
 
-    def unmixed(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
+    def unmixed(self, model: nn.Module | None, images: torch.Tensor, labels: torch.Tensor, geometry) -> None:
         """Catch the feature map of the training forward that follows this unmixed batch
-        (one shot), when the model trains and the batch's geometry is known."""
+        (one shot), when the model is given and trains and the batch's geometry is known;
+        any earlier arming is dropped either way."""
         self._armed = None
-        if geometry is None or not model.training:
+        if model is None or geometry is None or not model.training:
             return
         if self._hooked is None or self._hooked[0] is not model:
             if self._hooked is not None:

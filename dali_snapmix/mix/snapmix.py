@@ -181,8 +181,7 @@ class SnapMix(MixMethod):
         y = labels.to(images.device, torch.int64)
         perm = params.perm.to(images.device)
         if not params.mix or not bool(params.live.any()):
-            if model is not None:
-                self.source.unmixed(model, images, y, geometry)
+            self.source.unmixed(model, images, y, geometry)
             return self.unmixed(images, labels, y_b=y[perm])
         if model is None:
             raise ValueError("SnapMix needs the model (its CAMs give the label weights): call it with model=...")

@@ -172,6 +172,22 @@ def test_unmixed_batches_refresh_the_cache_for_free(rng):
     assert sm.cache_stats["free"] == n
 
 
+def test_a_call_without_the_model_drops_an_armed_refresh(rng):
+    """An unmixed batch arms the free refresh for the forward that follows it; a later
+    call without the model must drop it, or the next same-sized forward (another batch)
+    would be stored under the first batch's indices and crops."""
+    n, size = 4, 48
+    x = torch.from_numpy(rng.normal(size=(n, 3, size, size))).float()
+    y = torch.from_numpy(rng.integers(0, 4, n))
+    geo = _geometry([3, 1, 7, 0], windows([(1, 2)] * n, size), torch.tensor([True, False, True, False]))
+    m = _model()
+    sm = SnapMix(seed=0, prob=0.0, cache=CAMCache(size=8, project_scale=1))
+    sm(x.clone(), y, model=m, geometry=geo)  # armed
+    sm(x.clone(), y, geometry=geo)  # unmixed again, no model given
+    m(torch.from_numpy(rng.normal(size=(n, 3, size, size))).float())  # another batch's forward
+    assert sm.cache_stats["free"] == 0 and sm.cache.cam is None
+
+
 @pytest.mark.parametrize("name", ["resnet18", "small_cnn"])
 def test_feature_module_found(name):
     m = build_model(name, num_classes=3)
