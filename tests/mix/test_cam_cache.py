@@ -154,13 +154,17 @@ def test_partly_stale_batch_runs_the_pass_on_the_stale_samples_only(rng):
     torch.testing.assert_close(cam, want, atol=1e-6, rtol=1e-6)
 
 
-def test_unmixed_batches_refresh_the_cache_for_free(rng):
-    n, size = 4, 48
+def _unmixed_setup(rng, n=4, size=48):
+    """A batch of 4, its geometry, a model, and SnapMix that never mixes, with a cache."""
     x = torch.from_numpy(rng.normal(size=(n, 3, size, size))).float()
     y = torch.from_numpy(rng.integers(0, 4, n))
     geo = _geometry([3, 1, 7, 0], windows([(1, 2)] * n, size), torch.tensor([True, False, True, False]))
-    m = _model()
-    sm = SnapMix(seed=0, prob=0.0, cache=CAMCache(size=8, project_scale=1))
+    return x, y, geo, _model(), SnapMix(seed=0, prob=0.0, cache=CAMCache(size=8, project_scale=1))
+
+
+def test_unmixed_batches_refresh_the_cache_for_free(rng):
+    x, y, geo, m, sm = _unmixed_setup(rng)
+    n = len(x)
     want = sm.cam_pass.exact(x, y, copy.deepcopy(m))  # train mode, same batch: the same features
     out = sm(x.clone(), y, model=m, geometry=geo)
     assert (out.w_a == 1).all() and sm.cache.cam is None  # nothing stored before the forward
@@ -176,15 +180,10 @@ def test_a_call_without_the_model_drops_an_armed_refresh(rng):
     """An unmixed batch arms the free refresh for the forward that follows it; a later
     call without the model must drop it, or the next same-sized forward (another batch)
     would be stored under the first batch's indices and crops."""
-    n, size = 4, 48
-    x = torch.from_numpy(rng.normal(size=(n, 3, size, size))).float()
-    y = torch.from_numpy(rng.integers(0, 4, n))
-    geo = _geometry([3, 1, 7, 0], windows([(1, 2)] * n, size), torch.tensor([True, False, True, False]))
-    m = _model()
-    sm = SnapMix(seed=0, prob=0.0, cache=CAMCache(size=8, project_scale=1))
+    x, y, geo, m, sm = _unmixed_setup(rng)
     sm(x.clone(), y, model=m, geometry=geo)  # armed
     sm(x.clone(), y, geometry=geo)  # unmixed again, no model given
-    m(torch.from_numpy(rng.normal(size=(n, 3, size, size))).float())  # another batch's forward
+    m(torch.from_numpy(rng.normal(size=x.shape)).float())  # another batch's forward
     assert sm.cache_stats["free"] == 0 and sm.cache.cam is None
 
 
