@@ -428,8 +428,10 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
         if on_batch is not None:
             on_batch(epoch, run.rank, b)
         t = time.perf_counter()
+        # the Batch itself: only SnapMix's cache reads its geometry (copied to the host then,
+        # not on every step of every method)
         target = active.apply(b.images, b.labels, active.sample(b.images, b.labels, rng=rng), model=run.backbone,
-                              geometry=b.geometry)
+                              geometry=b)
         meter.mixed(t)
         x = target.images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else target.images
         _, loss = logits_and_loss(run.ddp, x, target, amp=cfg.amp, tdev=run.tdev)

@@ -28,14 +28,11 @@ def fill_box_reference(images, *, boxes, values):
 
 
 def _slice_fill(images, *, boxes, values):
-    v = values.to(images.device, images.dtype)[:, None, None]
     rows = boxes.tolist()
-    if all(r == rows[0] for r in rows):  # one box for the batch: one fill
-        y0, y1, x0, x1 = rows[0]
-        images[:, :, y0:y1, x0:x1] = v
-        return images
-    for i, (y0, y1, x0, x1) in enumerate(rows):
-        images[i, :, y0:y1, x0:x1] = v
+    if any(r != rows[0] for r in rows):  # a box per sample: one fill each
+        return fill_box_reference(images, boxes=boxes, values=values)
+    y0, y1, x0, x1 = rows[0]  # one box for the batch: one fill
+    images[:, :, y0:y1, x0:x1] = values.to(images.device, images.dtype)[:, None, None]
     return images
 
 
