@@ -14,7 +14,6 @@ line prints the two key speed-ups.
 from __future__ import annotations
 
 import argparse
-import importlib
 import platform
 
 import numpy as np
@@ -27,8 +26,6 @@ from dali_snapmix.kernels.spm_box_mass import spm_box_mass_reference
 
 from dali_snapmix.mix.boxes import box_area, rand_boxes
 from dali_snapmix.timing import clock, medians, shuffled_rounds
-
-PASTE = importlib.import_module("dali_snapmix.kernels.paste_resized")  # the module, not the function
 
 
 def main() -> None:
@@ -64,8 +61,8 @@ def main() -> None:
         ("paste_resized", "kernel"): (lambda: paste_resized(x, perm=perm, src_box=src_box, dst_box=dst_box), paste_bytes),
         ("paste_resized", "reference"): (lambda: paste_resized_reference(x, perm=perm, src_box=src_box, dst_box=dst_box), paste_bytes),
         # the scalar column gather: CPUs without AVX-512, float16, DALI_SNAPMIX_SIMD=0
-        ("paste_resized", "scalar gather"): (lambda: _scalar_gather(paste_resized, x, perm=perm, src_box=src_box,
-                                                                     dst_box=dst_box), paste_bytes),
+        ("paste_resized", "scalar gather"): (lambda: paste_resized(x, perm=perm, src_box=src_box, dst_box=dst_box,
+                                                                   simd=False), paste_bytes),
         ("spm_box_mass", "kernel"): (lambda: spm_box_mass(cams, boxes2, image_size=(S, S)), cams.numel() * 4),
         ("spm_box_mass", "reference"): (
             lambda: spm_box_mass_reference(cams, boxes2, image_size=(S, S), precision=torch.float32), cams.numel() * 4),
@@ -128,15 +125,6 @@ def main() -> None:
         print(f"  {what}: {how} {med[(what, how)] * 1e3:.2f} ms")
     print(f"paste_resized {med[('paste_resized', 'reference')] / med[('paste_resized', 'kernel')]:.2f}x "
           f"spm_box_mass {med[('spm_box_mass', 'reference')] / med[('spm_box_mass', 'kernel')]:.0f}x")
-
-
-def _scalar_gather(fn, *args, **kw):
-    """Run a paste with the CPU kernel's scalar column gather (a no-op on CUDA)."""
-    saved, PASTE.SIMD = PASTE.SIMD, False
-    try:
-        return fn(*args, **kw)
-    finally:
-        PASTE.SIMD = saved
 
 
 def _numba_version() -> str:

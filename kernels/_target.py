@@ -1,11 +1,13 @@
 """One source, two targets: how the per-element math becomes a CPU and a CUDA kernel.
 
-Each kernel module writes its math as plain Python functions that call their helpers
-through module globals (``load``, ``store``, ``src_coord`` ...). :func:`build` re-binds
-those globals to the helpers compiled for one target and compiles the function for it:
-``numba.njit`` for the CPU, ``numba.cuda.jit(device=True)`` for CUDA. The code object is
-the same for both; only what its global names point to differs. Under the CUDA
-simulator the same functions simply run as Python.
+Each kernel module writes its math as plain Python functions. A function that calls a
+helper gets it as an argument of a small factory around it (``x_coef_with(src_coord=...,
+locate=...)`` returns ``x_coef``), so every name in a kernel body is a parameter, a local
+or a module constant a reader can find. :class:`Target` compiles the functions for one
+target, ``numba.njit`` for the CPU and ``numba.cuda.jit(device=True)`` for CUDA, and the
+module's ``python_kernels`` wires the compiled helpers into the factories: the code is
+the same for both targets, only the helpers handed in differ. Under the CUDA simulator
+the same functions simply run as Python.
 
 float16 images travel as their uint16 bit patterns and are converted by the two
 functions below on both targets (Numba's CPU target has no float16), so a float16
@@ -64,12 +66,18 @@ def store_f32(a, k, v):
     a[k] = v
 
 
-def load_f16(a, k):
-    return half_to_float(a[k])
+def load_f16_with(*, half_to_float):
+    def load_f16(a, k):
+        return half_to_float(a[k])
+
+    return load_f16
 
 
-def store_f16(a, k, v):
-    a[k] = float_to_half(v)
+def store_f16_with(*, float_to_half):
+    def store_f16(a, k, v):
+        a[k] = float_to_half(v)
+
+    return store_f16
 
 
 # ---------------------------------------------------------------- targets
@@ -84,69 +92,65 @@ class Target:
             raise ValueError(f"target must be 'cpu' or 'cuda', got {name!r}")
         self.name = name
 
-    def device(self, fn: Callable, *, inline: bool = False, **deps) -> Callable:
-        """``inline=True`` for tiny per-pixel helpers: Numba-level inlining is what lets
-        LLVM optimise the pixel loop, but it multiplies compile time for big functions."""
-        f = rebind(fn, **deps)
+    def device(self, fn: Callable, *, inline: bool = False) -> Callable:
+        """``fn`` as a helper callable from kernels. ``inline=True`` for tiny per-pixel
+        helpers: Numba-level inlining is what lets LLVM optimise the pixel loop, but it
+        multiplies compile time for big functions (CUDA inlines on its own)."""
         if self.name == "cpu":
             import numba
 
-            return numba.njit(error_model="numpy", inline="always" if inline else "never")(f)
+            return numba.njit(error_model="numpy", inline="always" if inline else "never")(fn)
         from numba import cuda
 
-        return cuda.jit(device=True)(f)
+        return cuda.jit(device=True)(fn)
 
-    def element(self, dtype: str, **deps) -> dict[str, Callable]:
-        """load/store (and the helpers they need) for one image dtype."""
+    def element(self, dtype: str) -> tuple[Callable, Callable]:
+        """``(load, store)`` for one image dtype: ``load(a, k)`` is element k of ``a`` as
+        float32, ``store(a, k, v)`` writes float32 ``v`` there."""
         if dtype == "float32":
-            return {"load": self.device(load_f32, inline=True), "store": self.device(store_f32, inline=True)}
+            return self.device(load_f32, inline=True), self.device(store_f32, inline=True)
         if dtype == "float16":
             h2f, f2h = self.device(half_to_float, inline=True), self.device(float_to_half, inline=True)
-            return {
-                "load": self.device(load_f16, half_to_float=h2f, inline=True),
-                "store": self.device(store_f16, float_to_half=f2h, inline=True),
-            }
+            return (self.device(load_f16_with(half_to_float=h2f), inline=True),
+                    self.device(store_f16_with(float_to_half=f2h), inline=True))
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
 
+    def grid(self) -> tuple[Callable, Callable]:
+        """CUDA: ``(first, stride)``, device functions for a grid-stride loop
+        ``for t in range(first(), n, stride())`` (see :mod:`._cuda_grid`)."""
+        if self.name != "cuda":
+            raise ValueError(f"grid() is for the 'cuda' target, not {self.name!r}")
+        from . import _cuda_grid
 
-def rebind(fn: Callable, **deps) -> Callable:
-    """``fn``'s code with some of its global names pointing elsewhere."""
-    missing = [k for k in deps if k not in fn.__code__.co_names]
-    if missing:
-        raise ValueError(f"{fn.__name__} does not use the globals {missing}")
-    g = dict(fn.__globals__)
-    g.update(deps)
-    f = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
-    f.__qualname__, f.__module__ = fn.__qualname__, fn.__module__
-    f._rebound = {**getattr(fn, "_rebound", {}), **deps}  # what variant this is: the disk cache's key
-    return f
+        return self.device(_cuda_grid.first), self.device(_cuda_grid.stride)
 
 
-def build(target: str, kernel: Callable, **deps) -> Callable:
+def build(target: str, kernel: Callable) -> Callable:
     """Compile a top-level kernel body (grid-stride for CUDA, prange for CPU)."""
-    f = rebind(kernel, **deps)
     if target == "cpu":
         import numba
 
-        return _disk_cached(numba.njit(parallel=True, error_model="numpy")(f))
+        return _disk_cached(numba.njit(parallel=True, error_model="numpy")(kernel))
     from numba import cuda
 
-    return cuda.jit(f)
+    return cuda.jit(kernel)
 
 
 # ---------------------------------------------------------------- the CPU kernels' disk cache
 
 
 def variant_key(obj) -> str:
-    """A kernel or helper with everything :func:`rebind` gave it, recursively, as text:
-    the same function body built with other helpers (float16 loads, the SIMD gather)
-    is another variant and must not share a cache entry."""
+    """A kernel or helper with the helpers its factory closed over, recursively, as
+    text: the same function body built with other helpers (float16 loads, the SIMD
+    gather) is another variant and must not share a cache entry."""
     py = getattr(obj, "py_func", obj)  # a Numba dispatcher: its Python function
     if isinstance(py, (types.FunctionType, type)):
         name = f"{py.__module__}.{py.__qualname__}"
     else:
         return repr(py)
-    deps = getattr(py, "_rebound", {})
+    deps = {}
+    if getattr(py, "__closure__", None):
+        deps = dict(zip(py.__code__.co_freevars, (c.cell_contents for c in py.__closure__)))
     return name + ("[" + ",".join(f"{k}={variant_key(v)}" for k, v in sorted(deps.items())) + "]" if deps else "")
 
 
@@ -208,7 +212,10 @@ def _variant_cache_class() -> type:
             super().__init__(py_func)
 
         def _index_key(self, sig, codegen):
-            return (*super()._index_key(sig, codegen), self._variant)
+            # Numba's own key hashes the closure's cells pickled, which differ between
+            # processes when they hold compiled helpers: the variant names them instead
+            code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+            return (sig, codegen.magic_tuple(), code, self._variant)
 
     return VariantCache
 

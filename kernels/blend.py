@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import _dispatch as D
-from ._target import Target, build, nvtx_range, rebind
+from ._target import Target, build, nvtx_range
 
 __all__ = ["blend", "blend_reference", "mask_blend", "mask_blend_reference"]
 
@@ -35,74 +35,92 @@ def mix(m, a, b):
     return m * a + (np.float32(1.0) - m) * b
 
 
-def mix_pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel):
-    """Blend pixel ``p`` (an offset inside one image of N values) of every sample."""
-    wp = p % HW if per_pixel else 0
-    ws = HW if per_pixel else 1
-    for q in range(ncyc):
-        s = cstart[q]
-        e = cstart[q + 1]
-        first = load(x, order[s] * N + p)
-        cur = first
-        for r in range(s, e):
-            i = order[r]
-            nxt = first
-            if r + 1 < e:
-                nxt = load(x, order[r + 1] * N + p)
-            store(x, i * N + p, mix(np.float32(wts[i * ws + wp]), cur, nxt))
-            cur = nxt
+def mix_pixel_with(*, load, store, mix):
+    def mix_pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel):
+        """Blend pixel ``p`` (an offset inside one image of N values) of every sample,
+        the cycle's first value kept in a register."""
+        wp = p % HW if per_pixel else 0
+        ws = HW if per_pixel else 1
+        for q in range(ncyc):
+            s = cstart[q]
+            e = cstart[q + 1]
+            first = load(x, order[s] * N + p)
+            cur = first
+            for r in range(s, e):
+                i = order[r]
+                nxt = first
+                if r + 1 < e:
+                    nxt = load(x, order[r + 1] * N + p)
+                store(x, i * N + p, mix(np.float32(wts[i * ws + wp]), cur, nxt))
+                cur = nxt
+
+    return mix_pixel
 
 
-def mix_chunk_cpu(p0, n, x, wts, order, cstart, ncyc, N, HW, per_pixel, first):
-    """Pixels [p0, p0 + n) of every sample (inside one plane), a cycle at a time as
-    whole-chunk loops: the same walk as :func:`mix_pixel`, the cycle's first chunk
-    kept in ``first`` instead of a register."""
-    wp = p0 % HW
-    for q in range(ncyc):
-        s = cstart[q]
-        e = cstart[q + 1]
-        head = x[order[s] * N + p0:order[s] * N + p0 + n]
-        for t in range(n):
-            first[t] = load(head, t)
-        for r in range(s, e):
-            i = order[r]
-            xi = x[i * N + p0:i * N + p0 + n]
-            w = wts[i * HW + wp:i * HW + wp + n] if per_pixel else wts[i:i + 1]
-            if r + 1 < e:
-                nx = x[order[r + 1] * N + p0:order[r + 1] * N + p0 + n]
-                for t in range(n):
-                    store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), load(nx, t)))
-            else:
-                for t in range(n):
-                    store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), first[t]))
+def mix_chunk_cpu_with(*, load, store, mix):
+    def mix_chunk_cpu(p0, n, x, wts, order, cstart, ncyc, N, HW, per_pixel, first):
+        """Pixels [p0, p0 + n) of every sample (inside one plane), a cycle at a time as
+        whole-chunk loops: the same walk as ``mix_pixel``, the cycle's first chunk kept
+        in ``first`` instead of a register."""
+        wp = p0 % HW
+        for q in range(ncyc):
+            s = cstart[q]
+            e = cstart[q + 1]
+            head = x[order[s] * N + p0:order[s] * N + p0 + n]
+            for t in range(n):
+                first[t] = load(head, t)
+            for r in range(s, e):
+                i = order[r]
+                xi = x[i * N + p0:i * N + p0 + n]
+                w = wts[i * HW + wp:i * HW + wp + n] if per_pixel else wts[i:i + 1]
+                if r + 1 < e:
+                    nx = x[order[r + 1] * N + p0:order[r + 1] * N + p0 + n]
+                    for t in range(n):
+                        store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), load(nx, t)))
+                else:
+                    for t in range(n):
+                        store(xi, t, mix(np.float32(w[t if per_pixel else 0]), load(xi, t), first[t]))
+
+    return mix_chunk_cpu
 
 
-def _cpu_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
-    per_plane = (HW + CHUNK - 1) // CHUNK
-    for k in prange((N // HW) * per_plane):
-        p0 = (k // per_plane) * HW + (k % per_plane) * CHUNK
-        first = np.empty(CHUNK, np.float32)
-        chunk(p0, min(CHUNK, (k // per_plane + 1) * HW - p0), x, wts, order, cstart, ncyc, N, HW, per_pixel, first)
+# ---------------------------------------------------------------- kernels
 
 
-def _cuda_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
-    for p in range(cuda.grid(1), N, cuda.gridsize(1)):
-        pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel)
+def cpu_mix_with(*, prange, chunk):
+    def cpu_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
+        per_plane = (HW + CHUNK - 1) // CHUNK
+        for k in prange((N // HW) * per_plane):
+            p0 = (k // per_plane) * HW + (k % per_plane) * CHUNK
+            first = np.empty(CHUNK, np.float32)
+            chunk(p0, min(CHUNK, (k // per_plane + 1) * HW - p0), x, wts, order, cstart, ncyc, N, HW, per_pixel,
+                  first)
+
+    return cpu_mix
+
+
+def cuda_mix_with(*, first, stride, pixel):
+    def cuda_mix(x, wts, order, cstart, ncyc, N, HW, per_pixel):
+        for p in range(first(), N, stride()):
+            pixel(p, x, wts, order, cstart, ncyc, N, HW, per_pixel)
+
+    return cuda_mix
 
 
 def python_kernels(target: str, dtype: str):
+    """The kernel body for ``target`` and the images' dtype, its helpers compiled for
+    that target, the body itself not yet compiled (the PTX check compiles it)."""
     tg = Target(target)
-    el = tg.element(dtype)
-    mx = tg.device(mix, inline=True)
+    load, store = tg.element(dtype)
+    mix_ = tg.device(mix, inline=True)
     if target == "cpu":
         from numba import prange
 
-        ch = tg.device(mix_chunk_cpu, mix=mx, load=el["load"], store=el["store"], inline=True)
-        return (rebind(_cpu_mix, prange=prange, chunk=ch, CHUNK=CHUNK),)
-    from numba import cuda
-
-    px = tg.device(mix_pixel, mix=mx, load=el["load"], store=el["store"])
-    return (rebind(_cuda_mix, cuda=cuda, pixel=px),)
+        chunk = tg.device(mix_chunk_cpu_with(load=load, store=store, mix=mix_), inline=True)
+        return (cpu_mix_with(prange=prange, chunk=chunk),)
+    first, stride = tg.grid()
+    pixel = tg.device(mix_pixel_with(load=load, store=store, mix=mix_))
+    return (cuda_mix_with(first=first, stride=stride, pixel=pixel),)
 
 
 @functools.cache

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _dispatch as D
-from ._target import Target, build, nvtx_range, rebind
+from ._target import Target, build, nvtx_range
 
 __all__ = ["spm_box_mass", "spm_box_mass_reference", "spm_reference"]
 
@@ -99,60 +99,70 @@ def upsampled_min(cams, base, ey, my, ex, mx, w):
     return mn
 
 
-def sample_masses(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    """SPM masses of sample n inside its K boxes: the map's minimum and total once, then
-    one weighted sum per box."""
-    base = n * h * w
-    lo = np.float64(cams[base])
-    hi = lo
-    for k in range(h * w):
-        v = np.float64(cams[base + k])
-        lo = min(lo, v)
-        hi = max(hi, v)
-    constant = lo == hi or lo != lo or hi != hi  # constant map (or NaN in it): 0 / 0 in the reference
-    mn = 0.0
-    total = 0.0
-    if not constant:
-        mn = upsampled_min(cams, base, ey, my, ex, mx, w)
-        total = weighted_sum(cams, base, py, 0, H, px, 0, W, h, w) - mn * H * W
-    for k in range(K):
-        q = n * K + k
-        y0 = boxes[4 * q]
-        y1 = boxes[4 * q + 1]
-        x0 = boxes[4 * q + 2]
-        x1 = boxes[4 * q + 3]
-        if y1 <= y0 or x1 <= x0:  # an empty sum, even of a NaN map
-            out[q] = 0.0
-        elif constant:
-            out[q] = math.nan
-        else:
-            inside = weighted_sum(cams, base, py, y0, y1, px, x0, x1, h, w) - mn * (y1 - y0) * (x1 - x0)
-            out[q] = inside / total
+def sample_masses_with(*, upsampled_min, weighted_sum):
+    def sample_masses(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
+        """SPM masses of sample n inside its K boxes: the map's minimum and total once, then
+        one weighted sum per box."""
+        base = n * h * w
+        lo = np.float64(cams[base])
+        hi = lo
+        for k in range(h * w):
+            v = np.float64(cams[base + k])
+            lo = min(lo, v)
+            hi = max(hi, v)
+        constant = lo == hi or lo != lo or hi != hi  # constant map (or NaN in it): 0 / 0 in the reference
+        mn = 0.0
+        total = 0.0
+        if not constant:
+            mn = upsampled_min(cams, base, ey, my, ex, mx, w)
+            total = weighted_sum(cams, base, py, 0, H, px, 0, W, h, w) - mn * H * W
+        for k in range(K):
+            q = n * K + k
+            y0 = boxes[4 * q]
+            y1 = boxes[4 * q + 1]
+            x0 = boxes[4 * q + 2]
+            x1 = boxes[4 * q + 3]
+            if y1 <= y0 or x1 <= x0:  # an empty sum, even of a NaN map
+                out[q] = 0.0
+            elif constant:
+                out[q] = math.nan
+            else:
+                inside = weighted_sum(cams, base, py, y0, y1, px, x0, x1, h, w) - mn * (y1 - y0) * (x1 - x0)
+                out[q] = inside / total
+
+    return sample_masses
 
 
-# ---------------------------------------------------------------- drivers
+# ---------------------------------------------------------------- kernels
 
 
-def _cpu_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    for n in prange(out.shape[0] // K):
-        item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+def cpu_masses_with(*, prange, item):
+    def cpu_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
+        for n in prange(out.shape[0] // K):
+            item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+
+    return cpu_masses
 
 
-def _cuda_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
-    for n in range(cuda.grid(1), out.shape[0] // K, cuda.gridsize(1)):
-        item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+def cuda_masses_with(*, first, stride, item):
+    def cuda_masses(cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W):
+        for n in range(first(), out.shape[0] // K, stride()):
+            item(n, cams, boxes, out, py, px, ey, my, ex, mx, K, h, w, H, W)
+
+    return cuda_masses
 
 
 def python_kernels(target: str):
+    """The kernel body for ``target``, its helpers compiled for that target, the body
+    itself not yet compiled (the PTX check compiles it)."""
     tg = Target(target)
-    item = tg.device(sample_masses, upsampled_min=tg.device(upsampled_min), weighted_sum=tg.device(weighted_sum))
+    item = tg.device(sample_masses_with(upsampled_min=tg.device(upsampled_min), weighted_sum=tg.device(weighted_sum)))
     if target == "cpu":
         from numba import prange
 
-        return (rebind(_cpu_masses, prange=prange, item=item),)
-    from numba import cuda
-
-    return (rebind(_cuda_masses, cuda=cuda, item=item),)
+        return (cpu_masses_with(prange=prange, item=item),)
+    first, stride = tg.grid()
+    return (cuda_masses_with(first=first, stride=stride, item=item),)
 
 
 @functools.cache

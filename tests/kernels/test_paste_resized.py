@@ -1,7 +1,6 @@
 """paste_resized against per-sample F.interpolate + slice assignment in float64: random
 batches, edge boxes, both column gathers, aliasing (tolerances: kernel_helpers.py)."""
 
-import importlib
 
 import pytest
 import torch
@@ -9,9 +8,6 @@ import torch.nn.functional as F
 from dali_snapmix.kernels import _simd, paste_resized
 from dali_snapmix.kernels.paste_resized import paste_resized_reference
 from kernel_helpers import SEED, TOL, rand_boxes
-
-PASTE = importlib.import_module("dali_snapmix.kernels.paste_resized")  # the module (the package exports the function)
-
 
 
 def expected_paste(x, perm, sb, db, align):
@@ -39,12 +35,11 @@ EDGE_BOXES = {
 
 
 @pytest.fixture(params=["vector", "scalar"])
-def gather(request, monkeypatch):
-    """Run a test with the CPU paste's vector column gather (AVX-512 hosts) and without."""
+def gather(request):
+    """The CPU paste's ``simd`` argument: its vector column gather (AVX-512 hosts) and not."""
     if request.param == "vector" and not _simd.available():
         pytest.skip("this CPU has no AVX-512F: the vector gather is not used here")
-    monkeypatch.setattr(PASTE, "SIMD", request.param == "vector")
-    return request.param
+    return request.param == "vector"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -56,7 +51,8 @@ def test_paste_resized_random(g, dtype, align, B, gather):
     perm = torch.randperm(B, generator=g)  # self-pairs included by chance
     sb, db = rand_boxes(g, B, H, W), rand_boxes(g, B, H, W)
     want = expected_paste(x, perm, sb, db, align)
-    got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
+    got = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu",
+                        simd=gather and dtype == torch.float32)
     # float32 source coordinates (as torch's float32 interpolate computes them) are off by a
     # few ulp of the image side, and the value by that times a neighbour difference: 1e-5
     # alone failed one seed in many (2775153251: 1.06e-5, before and after the disk cache)
@@ -95,7 +91,7 @@ def test_paste_resized_edges(g, case, align):
 
 @pytest.mark.skipif(not _simd.available(), reason="this CPU has no AVX-512F: the vector gather is not used here")
 @pytest.mark.parametrize("align", [True, False])
-def test_paste_resized_vector_gather_equals_scalar(g, align, monkeypatch):
+def test_paste_resized_vector_gather_equals_scalar(g, align):
     """Wide boxes, so rows hold many 16-column chunks: upscales, downscales under 2x
     (every chunk permuted), beyond 2x (chunks fall back to scalar), widths that are
     not multiples of 16. Bit-identical to the scalar loop, 1e-5 from float64, and
@@ -114,11 +110,36 @@ def test_paste_resized_vector_gather_equals_scalar(g, align, monkeypatch):
     want = expected_paste(x, perm, sb, db, align)
     out = {}
     for simd in (True, False):
-        monkeypatch.setattr(PASTE, "SIMD", simd)
-        out[simd] = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu")
+        out[simd] = paste_resized(x.clone(), perm=perm, src_box=sb, dst_box=db, align_corners=align, backend="cpu",
+                                  simd=simd)
     assert torch.equal(out[True].isnan(), out[False].isnan()) and torch.equal(out[True].nan_to_num(), out[False].nan_to_num())
     assert torch.equal(out[True].isnan(), want.isnan())
     assert (out[True].double() - want).nan_to_num().abs().max() <= 1e-4
+
+
+def test_paste_resized_simd_argument(g, monkeypatch):
+    """``simd``: None takes the vector gather only where it can run, and the result
+    does not depend on it; True where it cannot run is an error naming why, never a
+    silent scalar run; anything but None/True/False is refused."""
+    x = torch.randn(3, 3, 20, 24, generator=g)
+    perm, sb, db = torch.tensor([2, 0, 1]), rand_boxes(g, 3, 20, 24), rand_boxes(g, 3, 20, 24)
+    want = expected_paste(x, perm, sb, db, True)
+
+    def run(t, **kw):
+        return paste_resized(t.clone(), perm=perm, src_box=sb, dst_box=db, **kw)
+
+    with pytest.raises(ValueError, match="simd must be None, True or False, got 'yes'"):
+        run(x, simd="yes")
+    with pytest.raises(ValueError, match="simd=True needs float32 images, got torch.float16"):
+        run(x.half(), simd=True)
+    with pytest.raises(ValueError, match="simd=True needs the CPU kernel .* backend 'reference'"):
+        run(x, simd=True, backend="reference")
+    monkeypatch.setattr(_simd, "available", lambda: False)  # a CPU without AVX-512F
+    with pytest.raises(ValueError, match="simd=True needs a CPU with AVX-512F"):
+        run(x, simd=True)
+    got = run(x)  # None: the scalar gather here
+    assert (got.double() - want).abs().max() <= 1e-5
+    assert torch.equal(got, run(x, simd=False))
 
 
 def test_paste_resized_aliasing_and_untouched_pixels(g):
