@@ -11,15 +11,29 @@ share of the sample's parts that the mixed image really shows (dali_snapmix/fide
 t_a = own parts left visible outside the target box, t_b = partner's parts inside the
 source box; a same-label pair's class gets t_a + t_b.
 
-Rows: CutMix and asymmetric CutMix (area labels); SnapMix exact at the training crop
-and at larger crops of the same model (finer CAMs), its low-resolution mode, its cached
-mode (maps one epoch old: the previous epoch's crops, the previous epoch's model), and
-SnapMix with the CAMs of the model after its first epoch; a sanity row (weights = the
-truth: zero error, up to the float32 rounding of the label contract's weights) and a shuffled-truth row (the truth of another sample of the batch:
-the error of a useless label). Prints a table and a last line
-``label error snapmix X cutmix Y as-cutmix Z`` (mean absolute error over all weights);
-writes label_fidelity.json (every number, every weight) and label_fidelity.png (weight
-against truth, one panel per row) into --out.
+Every weight is scored on what the loss applies; the headline is the different-label
+pairs, where every rule's weights mean the same thing (a same-label pair's class gets
+w_a + w_b from the loss, twice what SnapMix's released rule states: that claim is shown
+beside it).
+
+Rows: CutMix and asymmetric CutMix (area labels, their own boxes and partners); area
+labels on SnapMix's own params (the same partners and boxes as the snapmix row: the
+labelling rule alone differs); SnapMix exact at the training crop and at larger crops of
+the same model (finer CAMs), its low-resolution mode, its cached mode (maps one epoch
+old: the previous epoch's crops, the previous epoch's model), its improved semantics
+(per-sample boxes, eval-mode CAMs, no self-pairs; with area labels on its params
+beside it), and SnapMix with the CAMs of the model after its first epoch; a sanity row
+(weights = the truth: zero error, up to the float32 rounding of the label contract's
+weights) and a shuffled-truth row (the truth of another sample of the batch: the error
+of a useless label). Paired differences, each over the same samples with a bootstrap
+95 % interval: SnapMix - area on its boxes (released and improved), low-res - exact,
+cached - exact (exact re-scored on the cached row's batches). Each figure at every
+``--min-share`` (0.25 and 0.01 by default: how much of a sample's parts its crop must
+hold to be scored). Prints the tables and a last line
+``label error snapmix X cutmix Y as-cutmix Z area-on-snapmix-boxes W`` (different-label
+mean absolute errors at the first --min-share); writes label_fidelity.json (every
+number, every weight) and label_fidelity.png (weight against truth, one panel per row)
+into --out.
 """
 
 from __future__ import annotations
@@ -35,10 +49,9 @@ import torch
 
 from dali_snapmix.config import BIRDS, parse_args
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader
-from dali_snapmix.fidelity import LIE, PartMasks, measure, part_truth, snapshot, summarise
+from dali_snapmix.fidelity import LIE, PartMasks, left_out, measure, paired, part_truth, snapshot, summarise
 from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, SnapMix
 from dali_snapmix.mix.params import paste_boxes
-from dali_snapmix.mix.snapmix import merge_same_label
 from dali_snapmix.models import build_model, input_normalisation
 from dali_snapmix.trainer import train
 
@@ -52,9 +65,9 @@ class ShuffledBoxParams(BoxParams):
 
 class TruthLabels(MixMethod):
     """SnapMix's boxes and pairing, labelled with the truth itself (sanity: zero error),
-    or with the truth of another sample of the batch (``shuffle``: a useless label)."""
+    or with the truth of another sample of the batch (``shuffle``: a useless label):
+    w_a = t_a, w_b = t_b, so a same-label pair's class gets t_a + t_b from the loss."""
 
-    merges_same_label = True
     params_type = BoxParams
 
     def __init__(self, *, masks: PartMasks, shuffle: bool, seed: int = 0) -> None:
@@ -75,8 +88,25 @@ class TruthLabels(MixMethod):
             t_a, t_b = t_a[params.shuffle], t_b[params.shuffle]
         paste_boxes(images, params, backend=backend, tag=self.name)
         y = labels.to(torch.int64)
-        w_a, w_b = merge_same_label(t_a, t_b, t.same)
-        return MixedBatch(images, y, y[params.perm], w_a.float(), w_b.float())
+        return MixedBatch(images, y, y[params.perm], t_a.float(), t_b.float())
+
+
+class AreaLabels(MixMethod):
+    """Another method's params (SnapMix's partners and boxes), labelled by area as
+    asymmetric CutMix labels its own: the labelling rule is all that differs from the
+    method's row, so the two pair sample by sample."""
+
+    params_type = BoxParams
+
+    def __init__(self, boxes: MixMethod, *, name: str) -> None:
+        super().__init__(seed=0)
+        self.boxes, self.area, self.name = boxes, CutMix(asymmetric=True), name
+
+    def _sample(self, images, labels, rng):
+        return self.boxes._sample(images, labels, rng)
+
+    def _apply(self, images, labels, params, *, model=None, backend="auto", geometry=None) -> MixedBatch:
+        return self.area._apply(images, labels, params, backend=backend)
 
 
 def load_model(path: Path, num_classes: int) -> tuple[torch.nn.Module, dict]:
@@ -102,6 +132,8 @@ def train_model(a, data_root: Path, out: Path) -> Path:
     else:
         argv = ["--preset", "demo"] + (["--epochs", str(a.epochs)] if a.epochs else [])
     argv += ["--mix", a.train_mix, "--out", str(out), "--device", a.device]
+    if a.seed is not None:
+        argv += ["--seed", str(a.seed)]
     epochs = parse_args(argv).epochs
     cfg = parse_args(argv + ["--keep-checkpoints", f"1,{epochs - 1}" if epochs > 2 else "1"])
     print(f"training {cfg.model} with {cfg.mix} for {cfg.epochs} epochs (crop {cfg.crop}) into {out}", flush=True)
@@ -121,7 +153,9 @@ def fill_cache(mix: SnapMix, model, loader, epoch: int) -> None:
         restore()
 
 
-def plot(path: Path, rows: dict[str, dict]) -> None:
+def plot(path: Path, rows: dict[str, dict], *, min_share: float) -> None:
+    """Weight (as the loss applies it) against truth, one panel per row, the samples the
+    main table scores."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,22 +165,25 @@ def plot(path: Path, rows: dict[str, dict]) -> None:
     cols = 4
     fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(3.3 * cols, 3.4 * -(-len(names) // cols)),
                              squeeze=False, layout="constrained")
+    hi = 2.0  # one scale for every panel, so that their spreads compare by eye; the few
+    # applied same-label weights beyond it (SnapMix's doubled class weight) sit on its edge
     style = {"a": ("tab:blue", "w_a vs t_a"), "b": ("tab:orange", "w_b vs t_b"),
-             "same": ("tab:green", "same label: class weight vs t_a + t_b")}
-    # one scale for every panel, so that their spreads compare by eye
-    hi = max([1.0] + [float(np.nanmax(np.r_[r["weight"], r["truth"]])) for r in rows.values() if len(r["weight"])])
+             "same": ("tab:green", f"same label: w_a + w_b vs t_a + t_b (clipped at {hi:g})")}
     for ax, name in zip(axes.ravel(), names):
         r = rows[name]
-        w, t, kind = np.asarray(r["weight"]), np.asarray(r["truth"]), np.asarray(r["kind"])
+        keep = np.asarray(r["share"]) >= min_share
+        w, t, kind = (np.asarray(r[k])[keep] for k in ("weight", "truth", "kind"))
+        w, t = np.minimum(w, hi), np.minimum(t, hi)
         for k, (c, lab) in style.items():
             sel = kind == k
-            ax.scatter(t[sel], w[sel], s=5, alpha=0.4, color=c, label=lab, linewidths=0)
+            ax.scatter(t[sel], w[sel], s=9 if k == "same" else 5, alpha=0.5, color=c, label=lab, linewidths=0)
         ax.plot([0, hi], [0, hi], color="black", linewidth=0.8)
         for d in (-LIE, LIE):
             ax.plot([0, hi], [d, hi + d], color="grey", linewidth=0.5, linestyle=":")
         ax.set_xlim(-0.05, hi + 0.05)
         ax.set_ylim(-0.05, hi + 0.05)
-        ax.set_title(f"{name}\nMAE {r['mae']:.3f}, lies {r['lies']:.0%}", fontsize=9)
+        h = r["at"][str(min_share)]
+        ax.set_title(f"{name}\nMAE diff-label {h['mae_diff']:.3f}, all {h['mae']:.3f}, lies {h['lies']:.0%}", fontsize=9)
         ax.set_xlabel("truth (share of parts shown)", fontsize=8)
         ax.set_ylabel("label weight", fontsize=8)
         ax.grid(alpha=0.3)
@@ -166,15 +203,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--passes", type=int, default=4, help="epochs of random crops of the test split to mix per row")
     ap.add_argument("--crops", default="160,224", help="larger crops at which exact SnapMix is also scored "
                     "(Lite0: 5x5, 7x7 maps)")
-    ap.add_argument("--min-share", type=float, default=0.25, help="leave out samples whose crop holds less of their parts")
+    ap.add_argument("--min-share", default="0.25,0.01", help="leave out samples whose crop holds less of their parts; "
+                    "comma-separated: the first gives the main table and the last line, each other a column set")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the demo preset's)")
     ap.add_argument("--device", default="cpu", choices=["auto", "gpu", "cpu"])
     ap.add_argument("--out", default="runs/label_fidelity")
     ap.add_argument("--quick", action="store_true", help="tiny set, SmallCNN, 2 epochs, one pass: a smoke run for CI")
     a = ap.parse_args(argv)
     if a.passes < 1:
         raise SystemExit(f"--passes must be >= 1, got {a.passes}")
-    if not 0.0 < a.min_share <= 1.0:
-        raise SystemExit(f"--min-share must be in (0, 1], got {a.min_share}")
+    try:
+        shares = [float(v) for v in a.min_share.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--min-share must be comma-separated numbers, got {a.min_share!r}") from None
+    bad = [v for v in shares if not 0.0 < v <= 1.0]
+    if not shares or bad:
+        raise SystemExit(f"--min-share must be numbers in (0, 1], got {a.min_share!r}")
     try:
         crops = [int(c) for c in a.crops.split(",") if c.strip()]
     except ValueError:
@@ -207,41 +251,57 @@ def main(argv=None) -> dict:
     c0 = cfg["crop"]
     epochs = tuple(range(passes))
     base = loader_at(c0)
+    low = min(shares)  # measured once at the loosest threshold, summarised at each
     rows: dict[str, dict] = {}
 
-    def run(name: str, mix, *, at=None, m=model) -> None:
-        t0 = time.perf_counter()
-        r = measure(mix, model=m, loader=at or base, masks=masks, epochs=epochs, seed=cfg["seed"], min_share=a.min_share)
-        cam = getattr(mix, "last_cam", None)
-        r["map"] = "x".join(str(s) for s in cam.shape[1:]) if cam is not None else ""
-        r["crop"] = (at or base).spec.crop
-        r["seconds"] = time.perf_counter() - t0
+    def scored(name: str, r: dict, *, crop: int, cam: str, seconds: float) -> None:
+        r = {k: r[k] for k in ("mixed", "rows", "mixed_share")}  # the figures: per threshold, in "at"
+        r.update(map=cam, crop=crop, seconds=seconds, at={str(v): {**summarise(r["rows"], min_share=v),
+                                                                 "left_out": left_out(r, v)} for v in shares})
         rows[name] = r
-        print(f"{name}: MAE {r['mae']:.3f} lies {r['lies']:.1%} ({r['weights']} weights, {r['excluded']} of "
-              f"{r['mixed']} mixed samples without truth, {r['seconds']:.0f} s)", flush=True)
+        h = r["at"][str(shares[0])]
+        print(f"{name}: MAE different-label {h['mae_diff']:.3f}, all {h['mae']:.3f}, lies {h['lies']:.1%} "
+              f"({h['weights']} weights, {h['left_out']} of {r['mixed']} mixed samples without truth, {seconds:.0f} s)",
+              flush=True)
+
+    def run(name: str, mix, *, at=None, m=model, loader_epochs=epochs) -> None:
+        t0 = time.perf_counter()
+        r = measure(mix, model=m, loader=at or base, masks=masks, epochs=loader_epochs, seed=cfg["seed"],
+                    min_share=low)
+        cam = getattr(mix, "last_cam", None)
+        scored(name, r, crop=(at or base).spec.crop, cam="x".join(str(s) for s in cam.shape[1:]) if cam is not None else "",
+               seconds=time.perf_counter() - t0)
 
     run("truth (sanity)", TruthLabels(masks=masks, shuffle=False))
     run("shuffled truth", TruthLabels(masks=masks, shuffle=True))
     run("cutmix", CutMix(num_classes=K))
     run("as-cutmix", CutMix(asymmetric=True, num_classes=K))
+    run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))
     run("snapmix", SnapMix(num_classes=K))
     for c in crops:
         run(f"snapmix @{c}", SnapMix(num_classes=K), at=loader_at(c))
     run("snapmix-lowres", SnapMix(num_classes=K, cam_resolution=0.5))
+    improved = dict(num_classes=K, semantics="improved")
+    run("area-on-improved-boxes", AreaLabels(SnapMix(**improved), name="area-on-improved-boxes"))
+    run("snapmix-improved", SnapMix(**improved))
+    for c in crops:
+        run(f"snapmix-improved @{c}", SnapMix(**improved), at=loader_at(c))
+    print("mid-level CAMs: not scored; the benchmark's models have no mid-level branch to score "
+          f"({cfg['model']}; train_dali.py's --midlevel supports ResNet and small_cnn, and SnapMix reads the CAMs "
+          "of the backbone's own classifier)")
+    later = tuple(e + passes + 1 for e in epochs)  # the cached row's batches: after each pass's refill
     if prev_path.is_file() and prev_path != ckpt:
         prev = load_model(prev_path, K)[0]
         cached = SnapMix(num_classes=K, cache=CAMCache(size=len(test_src), refresh_every=2))
         t0, parts = time.perf_counter(), []
-        for e in epochs:  # before each pass: maps of the previous pass's crops, by the previous epoch's model
+        for e, e1 in zip(epochs, later):  # before each pass: maps of the previous pass's crops, by the previous model
             fill_cache(cached, prev, base, e + passes)
-            parts.append(measure(cached, model=model, loader=base, masks=masks, epochs=(e + passes + 1,),
-                                 seed=cfg["seed"], min_share=a.min_share))
-        r = {**summarise([x for p in parts for x in p["rows"]]), "mixed": sum(p["mixed"] for p in parts),
-             "excluded": sum(p["excluded"] for p in parts), "rows": [x for p in parts for x in p["rows"]],
-             "map": "x".join(str(s) for s in cached.cache.cam.shape[1:]) + " cached", "crop": c0,
-             "seconds": time.perf_counter() - t0}
-        rows["snapmix-cached"] = r
-        print(f"snapmix-cached: MAE {r['mae']:.3f} lies {r['lies']:.1%}", flush=True)
+            parts.append(measure(cached, model=model, loader=base, masks=masks, epochs=(e1,), seed=cfg["seed"],
+                                 min_share=low))
+        r = {"mixed": sum(p["mixed"] for p in parts), "rows": [x for p in parts for x in p["rows"]], "mixed_share": np.concatenate([p["mixed_share"] for p in parts])}
+        scored("snapmix-cached", r, crop=c0, cam="x".join(str(s) for s in cached.cache.cam.shape[1:]) + " cached",
+               seconds=time.perf_counter() - t0)
+        run("snapmix, cached row's batches", SnapMix(num_classes=K), loader_epochs=later)
     else:
         print(f"no checkpoint of epoch {cfg['epochs'] - 1} beside {ckpt}: no cached-mode row "
               f"(train with --keep-checkpoints {cfg['epochs'] - 1})")
@@ -250,26 +310,51 @@ def main(argv=None) -> dict:
     else:
         print(f"no {early_path}: no epoch-1 row (train with --keep-checkpoints 1)")
 
-    head = (f"{cfg['model']} trained {cfg['epochs']} epochs with {cfg['mix']} ({ckpt}); test split, {passes} passes "
-            f"of random crops; a lie is a weight off by more than {LIE}")
-    lines = [head, "| labels | crop | CAM | MAE w_a | MAE w_b | MAE same-label | MAE all | lies | weights | left out |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    pairs = {"snapmix - area-on-snapmix-boxes": ("snapmix", "area-on-snapmix-boxes"),
+             "snapmix-improved - area-on-improved-boxes": ("snapmix-improved", "area-on-improved-boxes"),
+             "snapmix-lowres - snapmix": ("snapmix-lowres", "snapmix"),
+             "snapmix-cached - snapmix": ("snapmix-cached", "snapmix, cached row's batches")}
+    paired_at = {str(v): {n: paired(rows[x]["rows"], rows[y]["rows"], min_share=v, seed=cfg["seed"])
+                          for n, (x, y) in pairs.items() if x in rows and y in rows} for v in shares}
+
+    head = (f"{cfg['model']} trained {cfg['epochs']} epochs with {cfg['mix']} (seed {cfg['seed']}, {ckpt}); test split, "
+            f"{passes} passes of random crops; weights scored as the loss applies them; a lie is a weight off by more "
+            f"than {LIE}; samples scored where both crops hold >= {shares[0]} of their parts")
+    extra = shares[1:]
+    lines = [head, "| labels | crop | CAM | MAE different-label | MAE w_a | MAE w_b | MAE same-label (applied) | "
+             "(claimed) | MAE all | lies | weights | left out |" + "".join(f" MAE diff @{v} | MAE all @{v} | left out @{v} |"
+                                                                         for v in extra),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|---|" * len(extra)]
+    def f(v: float) -> str:
+        return "-" if v != v else f"{v:.3f}"  # NaN: no weight of that kind (the improved rows have no self-pairs)
+
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['crop']} | {r['map'] or '-'} | {r['mae_a']:.3f} | {r['mae_b']:.3f} | "
-                     f"{r['mae_same']:.3f} | {r['mae']:.3f} | {r['lies']:.1%} | {r['weights']} | "
-                     f"{r['excluded']}/{r['mixed']} |")
+        h = r["at"][str(shares[0])]
+        lines.append(f"| {name} | {r['crop']} | {r['map'] or '-'} | {h['mae_diff']:.3f} | {h['mae_a']:.3f} | "
+                     f"{h['mae_b']:.3f} | {f(h['mae_same'])} | {f(h['mae_same_claim'])} | {h['mae']:.3f} | "
+                     f"{h['lies']:.1%} | {h['weights']} | {h['left_out']}/{r['mixed']} |"
+                     + "".join(f" {r['at'][str(v)]['mae_diff']:.3f} | {r['at'][str(v)]['mae']:.3f} | "
+                               f"{r['at'][str(v)]['left_out']}/{r['mixed']} |" for v in extra))
+    lines += ["", "paired, different-label weights of the same samples: mean |error| difference, 95 % bootstrap "
+              "interval over samples, ratio of the mean errors",
+              "| pair | min share | difference | 95 % interval | ratio | samples |", "|---|---|---|---|---|---|"]
+    for v in shares:
+        for n, d in paired_at[str(v)].items():
+            lines.append(f"| {n} | {v} | {d['diff']:+.3f} | [{d['lo']:+.3f}, {d['hi']:+.3f}] | {d['ratio']:.2f}x | "
+                         f"{d['samples']} |")
     print("\n".join(lines))
-    report = {"checkpoint": str(ckpt), "config": cfg, "passes": passes, "min_share": a.min_share, "lie": LIE,
-              "rows": {n: {**{k: v for k, v in r.items() if k != "rows"},
-                           "weight": np.concatenate([x["weight"] for x in r["rows"]]).tolist(),
-                           "truth": np.concatenate([x["truth"] for x in r["rows"]]).tolist(),
-                           "kind": np.concatenate([x["kind"] for x in r["rows"]]).tolist()} for n, r in rows.items()},
+    report = {"checkpoint": str(ckpt), "config": cfg, "passes": passes, "min_share": shares, "lie": LIE,
+              "paired": paired_at,
+              "rows": {n: {**{k: v for k, v in r.items() if k not in ("rows", "mixed_share")},
+                           **{k: np.concatenate([x[k] for x in r["rows"]]).tolist()
+                              for k in ("weight", "claim", "truth", "kind", "share")}} for n, r in rows.items()},
               "wall_s": time.perf_counter() - t_all, "torch": torch.__version__}
     (out / "label_fidelity.json").write_text(json.dumps(report))
-    plot(out / "label_fidelity.png", report["rows"])
+    plot(out / "label_fidelity.png", report["rows"], min_share=shares[0])
     print(f"wrote {out}/label_fidelity.json and label_fidelity.png ({report['wall_s']:.0f} s)")
-    print(f"label error snapmix {rows['snapmix']['mae']:.3f} cutmix {rows['cutmix']['mae']:.3f} "
-          f"as-cutmix {rows['as-cutmix']['mae']:.3f}")
+    h = {n: rows[n]["at"][str(shares[0])]["mae_diff"] for n in ("snapmix", "cutmix", "as-cutmix", "area-on-snapmix-boxes")}
+    print(f"label error snapmix {h['snapmix']:.3f} cutmix {h['cutmix']:.3f} as-cutmix {h['as-cutmix']:.3f} "
+          f"area-on-snapmix-boxes {h['area-on-snapmix-boxes']:.3f}")
     return report
 
 

@@ -9,10 +9,15 @@ For sample i mixed with partner j = perm[i] (``src_box[i]`` of j resized into
     t_b = P_j inside src_box[i] / P_j           (j's evidence the paste carries over)
 
 A resize keeps shares, so the symmetric and asymmetric pastes use the same formula.
-Same-label pairs (self-pairs too) show t_a + t_b of their one class, the quantity
-SnapMix's rule gives both weights; an area rule gives that class w_a + w_b. Samples
-whose crop holds less than ``min_share`` of their parts (or whose partner's does) have
-no truth to compare with and are left out and counted.
+Every label is scored on what the loss applies (``mixed_cross_entropy``: w_a to y_a,
+w_b to y_b). For a pair of different labels that is w_a against t_a and w_b against
+t_b, and every rule's weights mean the same thing there: the headline. A same-label
+pair (self-pairs too) shows t_a + t_b of its one class, and the loss applies w_a + w_b
+to it; SnapMix's released rule gives both weights rho_a + rho_b, so it applies twice
+what the rule claims (the authors up-weight same-class mixes on purpose), and the
+claim (w_a) is kept beside it. Samples whose crop holds less than ``min_share`` of
+their parts (or whose partner's does) have no truth to compare with and are left out
+and counted.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from .mix.base import MixedBatch
 from .mix.params import BoxParams
 from .seeding import generator
 
-__all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "measure", "part_truth", "snapshot", "summarise"]
+__all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
+           "summarise"]
 
 LIE = 0.3  # a weight further than this from the truth is counted as a lie
 
@@ -74,13 +80,14 @@ class PartMasks:
 class PartTruth:
     """Per sample, float64 (N,) / bool (N,): the truth ``t_a``, ``t_b``; ``same``: the
     pair shares its label; ``mixed``: a paste happened; ``keep``: mixed, and both crops
-    hold their parts."""
+    hold their parts; ``share``: the smaller of the two crops' shares of their parts."""
 
     t_a: torch.Tensor
     t_b: torch.Tensor
     same: torch.Tensor
     mixed: torch.Tensor
     keep: torch.Tensor
+    share: torch.Tensor
 
 
 def _inside(cov: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -102,41 +109,108 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
     t_a = 1.0 - _inside(cov, params.dst_box.cpu()) / total.clamp_min(1e-12)
     t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
     live = params.live.cpu() & bool(params.mix)
-    keep = live & (held >= min_share) & (held[perm] >= min_share)
+    share = torch.minimum(held, held[perm])
     y = labels.cpu()
-    return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], mixed=live, keep=keep)
+    return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], mixed=live, keep=live & (share >= min_share), share=share)
 
 
 def label_errors(out: MixedBatch, truth: PartTruth, *, merges_same_label: bool) -> dict[str, np.ndarray]:
-    """Weights next to their truths for the kept samples: ``weight``, ``truth`` (float64)
-    and ``kind`` ("a", "b" for the two labels of a pair of different classes, "same" for
-    the one class of a same-label pair). ``merges_same_label``: the method's rule already
-    gives a same-label pair's class weight as w_a (SnapMix: both weights = rho_a + rho_b);
-    otherwise the class weight is w_a + w_b."""
+    """Weights next to their truths for the kept samples, float64 unless said: ``weight``
+    (what the loss applies: w_a, w_b of a pair of different classes, w_a + w_b for the
+    one class of a same-label pair), ``claim`` (what the rule says: the same, except a
+    same-label class weight is w_a where ``merges_same_label``, SnapMix's rule giving
+    both weights rho_a + rho_b), ``truth``, ``kind`` ("a", "b", "same"), ``sample``
+    (int64, the sample's index in the batch) and ``share`` (:class:`PartTruth`'s)."""
     k, same = truth.keep, truth.same
     w_a, w_b = out.w_a.detach().double().cpu(), out.w_b.detach().double().cpu()
     diff, sm = k & ~same, k & same
-    cls = w_a if merges_same_label else w_a + w_b
-    weight = torch.cat([w_a[diff], w_b[diff], cls[sm]])
-    target = torch.cat([truth.t_a[diff], truth.t_b[diff], (truth.t_a + truth.t_b)[sm]])
+    idx = torch.arange(len(k))
+    applied = w_a + w_b
+    claim = w_a if merges_same_label else applied
+    sample = torch.cat([idx[diff], idx[diff], idx[sm]])
     kind = ["a"] * int(diff.sum()) + ["b"] * int(diff.sum()) + ["same"] * int(sm.sum())
-    return {"weight": weight.numpy(), "truth": target.numpy(), "kind": np.array(kind)}
+    return {"weight": torch.cat([w_a[diff], w_b[diff], applied[sm]]).numpy(),
+            "claim": torch.cat([w_a[diff], w_b[diff], claim[sm]]).numpy(),
+            "truth": torch.cat([truth.t_a[diff], truth.t_b[diff], (truth.t_a + truth.t_b)[sm]]).numpy(),
+            "kind": np.array(kind, dtype="<U4"), "sample": sample.numpy(), "share": truth.share[sample].numpy()}
 
 
-def summarise(rows: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Mean absolute errors (of w_a, of w_b, of same-label class weights, over all) and
-    the share of weights off by more than LIE, over batches' :func:`label_errors`."""
-    w = np.concatenate([r["weight"] for r in rows]) if rows else np.zeros(0)
-    t = np.concatenate([r["truth"] for r in rows]) if rows else np.zeros(0)
-    kind = np.concatenate([r["kind"] for r in rows]) if rows else np.zeros(0, dtype=str)
-    err = np.abs(w - t)
+_COLUMNS = {"weight": np.float64, "claim": np.float64, "truth": np.float64, "kind": "<U4", "sample": np.int64,
+            "share": np.float64}
 
-    def mean(sel) -> float:
-        return float(err[sel].mean()) if sel.any() else float("nan")
 
-    return {"mae_a": mean(kind == "a"), "mae_b": mean(kind == "b"), "mae_same": mean(kind == "same"),
-            "mae": mean(np.ones_like(err, dtype=bool)), "lies": float((err > LIE).mean()) if err.size else float("nan"),
-            "weights": int(err.size), "pairs_diff": int((kind == "a").sum()), "pairs_same": int((kind == "same").sum())}
+def _joined(rows: list[dict[str, np.ndarray]], min_share: float | None) -> dict[str, np.ndarray]:
+    """The batches' :func:`label_errors` end to end, only weights whose pair's crops hold
+    at least ``min_share`` of their parts (all, for None)."""
+    cols = {k: np.concatenate([r[k] for r in rows]) if rows else np.zeros(0, dtype=t) for k, t in _COLUMNS.items()}
+    if min_share is not None:
+        keep = cols["share"] >= min_share
+        cols = {k: v[keep] for k, v in cols.items()}
+    return cols
+
+
+def summarise(rows: list[dict[str, np.ndarray]], *, min_share: float | None = None) -> dict[str, float]:
+    """Mean absolute errors over batches' :func:`label_errors` (optionally only where
+    both crops hold ``min_share`` of their parts): ``mae_diff`` (the headline: both
+    weights of the different-label pairs), ``mae_a``, ``mae_b``, ``mae_same`` (a
+    same-label class weight as the loss applies it), ``mae_same_claim`` (as the rule
+    states it), ``mae`` (every weight, as applied); ``lies`` and ``lies_diff``: shares
+    of weights off by more than LIE."""
+    c = _joined(rows, min_share)
+    err, kind = np.abs(c["weight"] - c["truth"]), c["kind"]
+    claim_err = np.abs(c["claim"] - c["truth"])
+    diff = kind != "same"
+
+    def mean(e, sel) -> float:
+        return float(e[sel].mean()) if sel.any() else float("nan")
+
+    return {"mae_diff": mean(err, diff), "mae_a": mean(err, kind == "a"), "mae_b": mean(err, kind == "b"),
+            "mae_same": mean(err, kind == "same"), "mae_same_claim": mean(claim_err, kind == "same"),
+            "mae": mean(err, np.ones_like(diff)), "lies": mean(err > LIE, np.ones_like(diff)),
+            "lies_diff": mean(err > LIE, diff), "weights": int(err.size), "pairs_diff": int((kind == "a").sum()),
+            "pairs_same": int((kind == "same").sum())}
+
+
+def left_out(result: dict, min_share: float) -> int:
+    """Mixed samples of a :func:`measure` result without truth at ``min_share``."""
+    return int((np.asarray(result["mixed_share"]) < min_share).sum())
+
+
+def paired(x_rows: list[dict[str, np.ndarray]], y_rows: list[dict[str, np.ndarray]], *,
+           min_share: float | None = None, kinds: tuple[str, ...] = ("a", "b"), boot: int = 2000,
+           seed: int = 0) -> dict[str, float]:
+    """Two labellings of the same mixed samples (the same crops, partners and boxes),
+    compared weight by weight: the mean of |error of x| - |error of y| over the weights
+    of ``kinds`` (default: the different-label pairs), with a 95 % percentile bootstrap
+    interval that resamples samples (a pair's two weights together), and the ratio of
+    the two mean errors. Raises if the rows did not score the same samples."""
+    x, y = _joined(x_rows, min_share), _joined(y_rows, min_share)
+    same = all(np.array_equal(x[k], y[k]) for k in ("sample", "kind", "truth"))
+    if not same:
+        raise ValueError("paired(): the two rows did not score the same samples with the same boxes "
+                         f"({len(x['truth'])} and {len(y['truth'])} weights, or other truths); draw both with the same "
+                         "params (the same seed, epochs and sampling)")
+    sel = np.isin(x["kind"], kinds)
+    ex, ey = np.abs(x["weight"] - x["truth"])[sel], np.abs(y["weight"] - y["truth"])[sel]
+    if not sel.any():
+        nan = float("nan")
+        return {"diff": nan, "lo": nan, "hi": nan, "mae_x": nan, "mae_y": nan, "ratio": nan, "samples": 0, "weights": 0}
+    # sample ids restart in every batch: (batch, sample) is found by the order of the weights
+    _, inv = np.unique(_sample_ids(x_rows, min_share)[sel], return_inverse=True)
+    d_sum, n = np.bincount(inv, weights=ex - ey), np.bincount(inv)
+    draw = np.random.default_rng(seed).integers(0, len(n), (boot, len(n)))
+    boots = d_sum[draw].sum(1) / n[draw].sum(1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float((ex - ey).mean()), "lo": float(lo), "hi": float(hi), "mae_x": float(ex.mean()),
+            "mae_y": float(ey.mean()), "ratio": float(ex.mean() / ey.mean()), "samples": int(len(n)),
+            "weights": int(sel.sum())}
+
+
+def _sample_ids(rows: list[dict[str, np.ndarray]], min_share: float | None) -> np.ndarray:
+    """A sample id unique across batches for every weight :func:`_joined` keeps."""
+    ids = [r["sample"] + (b << 32) for b, r in enumerate(rows)]
+    keep = [r["share"] >= min_share for r in rows] if min_share is not None else [np.ones(len(i), bool) for i in ids]
+    return np.concatenate([i[k] for i, k in zip(ids, keep)]) if rows else np.zeros(0, np.int64)
 
 
 def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,), seed: int = 0,
@@ -146,11 +220,12 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
     compare each kept weight with its truth. The model's weights and BatchNorm statistics
     are restored after every batch (the released SnapMix CAM pass updates the statistics).
     Returns :func:`summarise`'s figures, ``excluded`` (mixed samples without truth),
-    ``mixed`` and the raw ``rows``."""
+    ``mixed``, ``mixed_share`` (each mixed sample's :class:`PartTruth` share, for
+    :func:`left_out` at other thresholds) and the raw ``rows``."""
     restore = snapshot(model)
     was_training = model.training
     model.train()
-    rows, mixed, excluded = [], 0, 0
+    rows, mixed, excluded, shares = [], 0, 0, []
     try:
         for e in epochs:
             loader.set_epoch(e)
@@ -164,7 +239,9 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)
                 mixed += int(truth.mixed.sum())
                 excluded += int(truth.mixed.sum() - truth.keep.sum())
+                shares.append(truth.share[truth.mixed].numpy())
                 rows.append(label_errors(out, truth, merges_same_label=mix.merges_same_label))
     finally:
         model.train(was_training)
-    return {**summarise(rows), "mixed": mixed, "excluded": excluded, "rows": rows}
+    return {**summarise(rows), "mixed": mixed, "excluded": excluded, "rows": rows,
+            "mixed_share": np.concatenate(shares) if shares else np.zeros(0)}

@@ -96,23 +96,47 @@ def test_accuracy_benchmark_scarce_protocol_quick(tmp_path, capsys):
 
 def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     """--quick: the sanity row scores zero, the shuffled truth does not, every row is scored
-    and the last line names the three headline errors."""
+    at both thresholds, the paired rows really pair (area labels on SnapMix's own params
+    score the same samples against the same truths) with intervals around their
+    difference, and the last line names the four headline errors."""
     from benchmarks.label_fidelity import main as fidelity
 
     rep = fidelity(["--quick", "--out", str(tmp_path / "lf")])
     out = capsys.readouterr().out.strip().splitlines()
     rows = rep["rows"]
+    assert rep["min_share"] == [0.25, 0.01]
+    main = {n: r["at"]["0.25"] for n, r in rows.items()}
     # zero up to the float32 rounding of the contract's weights
-    assert rows["truth (sanity)"]["mae"] < 1e-7 and rows["truth (sanity)"]["weights"] > 0
-    assert rows["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "snapmix", "snapmix @48", "snapmix-lowres", "snapmix-cached",
-                 "snapmix, epoch-1 CAMs"):
+    assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
+    assert main["shuffled truth"]["mae"] > 0.05
+    for name in ("cutmix", "as-cutmix", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
+                 "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
+                 "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
         r = rows[name]
-        assert r["weights"] == len(r["weight"]) == len(r["truth"]) > 0 and 0.0 < r["mae"] < 2.0, name
-        err = abs(np.asarray(r["weight"]) - np.asarray(r["truth"]))
-        assert r["mae"] == pytest.approx(float(err.mean())), name  # the summary is the mean of its listed weights
+        w, t, kind, share = (np.asarray(r[k]) for k in ("weight", "truth", "kind", "share"))
+        for v in ("0.25", "0.01"):
+            sel = share >= float(v)
+            err, diff = abs(w - t)[sel], kind[sel] != "same"
+            assert r["at"][v]["weights"] == int(sel.sum()) > 0, (name, v)
+            # the summaries are the means of the listed weights
+            assert r["at"][v]["mae"] == pytest.approx(float(err.mean())), (name, v)
+            assert r["at"][v]["mae_diff"] == pytest.approx(float(err[diff].mean())), (name, v)
+        assert r["at"]["0.01"]["weights"] >= r["at"]["0.25"]["weights"], name
+    snap, area = rows["snapmix"], rows["area-on-snapmix-boxes"]
+    assert snap["truth"] == area["truth"] and snap["kind"] == area["kind"]  # the same samples, boxes and truths
+    for v, pairs in rep["paired"].items():
+        assert set(pairs) == {"snapmix - area-on-snapmix-boxes", "snapmix-improved - area-on-improved-boxes",
+                              "snapmix-lowres - snapmix", "snapmix-cached - snapmix"}, v
+        for name, d in pairs.items():
+            assert d["lo"] <= d["diff"] <= d["hi"] and d["samples"] > 0, (v, name)
+    d = rep["paired"]["0.25"]["snapmix - area-on-snapmix-boxes"]
+    assert d["mae_x"] == pytest.approx(main["snapmix"]["mae_diff"])
+    assert d["mae_y"] == pytest.approx(main["area-on-snapmix-boxes"]["mae_diff"])
+    assert d["diff"] == pytest.approx(d["mae_x"] - d["mae_y"])
     last = out[-1].split()
-    assert last[:3] == ["label", "error", "snapmix"] and float(last[3]) == pytest.approx(rows["snapmix"]["mae"], abs=5e-4)
+    assert last[:3] == ["label", "error", "snapmix"] and last[4::2] == ["cutmix", "as-cutmix", "area-on-snapmix-boxes"]
+    for value, name in zip(last[3::2], ("snapmix", "cutmix", "as-cutmix", "area-on-snapmix-boxes")):
+        assert float(value) == pytest.approx(main[name]["mae_diff"], abs=5e-4), name
     assert (tmp_path / "lf" / "label_fidelity.png").stat().st_size > 0
 
 

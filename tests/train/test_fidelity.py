@@ -1,11 +1,13 @@
 """Label fidelity: the part truth of a mixed batch, and how weights are scored against it."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from dali_snapmix.data import DALILoader, ImageSource, TransformSpec
-from dali_snapmix.fidelity import PartMasks, label_errors, measure, part_truth, summarise
+from dali_snapmix.fidelity import PartMasks, label_errors, left_out, measure, part_truth, summarise
 from dali_snapmix.mix import BlendParams, BoxParams, CutMix, MixedBatch, SnapMix
 from dali_snapmix.models import SmallCNN
 
@@ -72,25 +74,78 @@ def test_part_truth_keeps_only_mixed_samples_whose_crops_hold_their_parts():
         part_truth(cov, held, torch.arange(4), BlendParams(mix=True, perm=p.perm, lam=torch.ones(4)))
 
 
-def test_label_errors_read_same_label_pairs_as_each_rule_means_them():
+def test_label_errors_score_what_the_loss_applies_and_keep_the_claim():
+    """A different-label pair: (w_a, w_b) against (t_a, t_b). A same-label pair's class
+    gets w_a + w_b from the loss, scored against t_a + t_b; SnapMix's released rule puts
+    rho_a + rho_b in both weights, so it applies twice its claim, kept beside it."""
     from dali_snapmix.fidelity import PartTruth
 
     t = PartTruth(t_a=torch.tensor([0.6, 0.7, 0.2], dtype=torch.float64), t_b=torch.tensor([0.3, 0.1, 0.5], dtype=torch.float64),
                   same=torch.tensor([False, True, False]), mixed=torch.ones(3, dtype=torch.bool),
-                  keep=torch.tensor([True, True, False]))
+                  keep=torch.tensor([True, True, False]), share=torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64))
     y = torch.tensor([0, 1, 2])
     area = MixedBatch(torch.zeros(3, 1, 1, 1), y, y, torch.tensor([0.5, 0.4, 0.9]), torch.tensor([0.5, 0.6, 0.1]))
     r = label_errors(area, t, merges_same_label=False)
     # pair 0: (w_a, w_b) against (t_a, t_b); pair 1: its class weight w_a + w_b = 1.0 against 0.8; pair 2 left out
-    assert r["kind"].tolist() == ["a", "b", "same"]
+    assert r["kind"].tolist() == ["a", "b", "same"] and r["sample"].tolist() == [0, 0, 1]
     np.testing.assert_allclose(r["weight"], [0.5, 0.5, 1.0], atol=1e-7)
+    np.testing.assert_allclose(r["claim"], r["weight"], atol=0)
     np.testing.assert_allclose(r["truth"], [0.6, 0.3, 0.8], atol=1e-12)
+    np.testing.assert_allclose(r["share"], [0.9, 0.9, 0.5], atol=0)
     snap = MixedBatch(torch.zeros(3, 1, 1, 1), y, y, torch.tensor([0.5, 0.75, 0.9]), torch.tensor([0.5, 0.75, 0.1]))
-    r = label_errors(snap, t, merges_same_label=True)  # SnapMix: both weights already hold rho_a + rho_b
-    np.testing.assert_allclose(r["weight"], [0.5, 0.5, 0.75], atol=1e-7)
+    r = label_errors(snap, t, merges_same_label=True)
+    np.testing.assert_allclose(r["weight"], [0.5, 0.5, 1.5], atol=1e-7)
+    np.testing.assert_allclose(r["claim"], [0.5, 0.5, 0.75], atol=1e-7)
     s = summarise([r])
-    assert s["mae_a"] == pytest.approx(0.1) and s["mae_b"] == pytest.approx(0.2) and s["mae_same"] == pytest.approx(0.05)
-    assert s["mae"] == pytest.approx((0.1 + 0.2 + 0.05) / 3) and s["lies"] == 0.0 and s["weights"] == 3
+    assert s["mae_a"] == pytest.approx(0.1) and s["mae_b"] == pytest.approx(0.2)
+    assert s["mae_diff"] == pytest.approx(0.15)
+    assert s["mae_same"] == pytest.approx(0.7) and s["mae_same_claim"] == pytest.approx(0.05)
+    assert s["mae"] == pytest.approx((0.1 + 0.2 + 0.7) / 3) and s["lies"] == pytest.approx(1 / 3)
+    assert s["lies_diff"] == 0.0 and s["weights"] == 3
+    # a stricter threshold drops the same-label pair (its crops hold 0.5 of their parts)
+    s = summarise([r], min_share=0.6)
+    assert s["weights"] == 2 and s["pairs_same"] == 0 and s["mae"] == pytest.approx(0.15)
+    assert left_out({"mixed_share": np.array([0.9, 0.5, 0.1])}, 0.6) == 2
+
+
+def _rows(errors_a, errors_b, *, truth=0.5, share=1.0):
+    """label_errors-like rows: one batch, sample k's two weights off by errors_a[k], errors_b[k]."""
+    n = len(errors_a)
+    w = np.r_[truth + np.asarray(errors_a, float), truth + np.asarray(errors_b, float)]
+    return [{"weight": w, "claim": w, "truth": np.full(2 * n, truth), "kind": np.array(["a"] * n + ["b"] * n),
+             "sample": np.r_[np.arange(n), np.arange(n)], "share": np.full(2 * n, share)}]
+
+
+def test_paired_difference_and_its_bootstrap_interval_over_samples():
+    """The paired statistic against plain arithmetic; its interval resamples samples,
+    not weights: when each sample's two weights differ by +1 and -1 the per-sample
+    difference is 0 and so is the whole interval (a per-weight bootstrap would not
+    collapse); on many i.i.d. samples the interval is the normal one, mean +- 1.96
+    sd / sqrt(m), within the bootstrap's noise; rows of other samples are refused."""
+    from dali_snapmix.fidelity import paired
+
+    seed = int.from_bytes(os.urandom(4), "little")
+    g = np.random.default_rng(seed)
+    m = 400
+    ex, ey = g.uniform(0, 0.3, (2, m)), g.uniform(0, 0.3, (2, m))
+    d = paired(_rows(ex[0], ex[1]), _rows(ey[0], ey[1]), seed=1)
+    want = float(np.r_[ex[0] - ey[0], ex[1] - ey[1]].mean())
+    assert d["diff"] == pytest.approx(want, abs=1e-12) and d["samples"] == m and d["weights"] == 2 * m
+    assert d["ratio"] == pytest.approx(ex.mean() / ey.mean(), rel=1e-12)
+    per_sample = (ex - ey).mean(0)
+    half = 1.96 * per_sample.std(ddof=1) / np.sqrt(m)
+    assert d["lo"] == pytest.approx(want - half, abs=0.2 * half), seed
+    assert d["hi"] == pytest.approx(want + half, abs=0.2 * half), seed
+
+    zero = np.zeros(m)
+    d = paired(_rows(zero + 0.2, zero), _rows(zero, zero + 0.2), seed=1)  # x: a off by 0.2; y: b off by 0.2
+    assert d["diff"] == pytest.approx(0.0, abs=1e-12) and d["lo"] == pytest.approx(0.0, abs=1e-12)
+    assert d["hi"] == pytest.approx(0.0, abs=1e-12)
+
+    with pytest.raises(ValueError, match="did not score the same samples"):
+        paired(_rows(ex[0], ex[1]), _rows(ey[0][:-1], ey[1][:-1]))
+    # a threshold both rows apply alike keeps them paired
+    assert paired(_rows(ex[0], ex[1], share=0.3), _rows(ey[0], ey[1], share=0.3), min_share=0.5)["samples"] == 0
 
 
 def test_measure_scores_a_loader_and_leaves_the_model_as_it_was(birds):
@@ -106,7 +161,8 @@ def test_measure_scores_a_loader_and_leaves_the_model_as_it_was(birds):
     for mix in (SnapMix(num_classes=12), CutMix(num_classes=12)):
         r = measure(mix, model=model, loader=loader, masks=masks, epochs=(0, 1))
         assert 0 < r["mixed"] <= 2 * len(loader) * 8 and 0 <= r["excluded"] < r["mixed"]
-        assert r["weights"] == 2 * r["pairs_diff"] + r["pairs_same"] > 0 and np.isfinite(r["mae"])
+        assert r["weights"] == 2 * r["pairs_diff"] + r["pairs_same"] > 0 and np.isfinite(r["mae_diff"])
+        assert len(r["mixed_share"]) == r["mixed"] and left_out(r, 0.25) == r["excluded"]
     assert not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

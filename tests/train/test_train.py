@@ -260,7 +260,7 @@ def test_label_fidelity_after_training(birds, tmp_path, capsys):
     res = main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "snapmix", "--label-fidelity",
                 "--save-samples", "--out", str(tmp_path / "s")])
     lf = res["label_error"]
-    assert 0.0 < lf["mae"] < 1.5 and 0.0 <= lf["lies"] <= 1.0 and lf["weights"] > 0 and lf["mixed"] > 0
+    assert 0.0 < lf["mae_diff"] < 1.5 and 0.0 < lf["mae"] < 3.0 and 0.0 <= lf["lies"] <= 1.0 and lf["weights"] > 0 and lf["mixed"] > 0
     assert "label fidelity (snapmix" in capsys.readouterr().out
     assert (tmp_path / "s" / "samples.png").stat().st_size > 0
     res = main(["--data", str(birds.root), "--epochs", "1", *TINY, "--mix", "baseline", "--label-fidelity",
