@@ -72,7 +72,7 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         j = int(perm[i])
         ax = block[0]
         ax.imshow(mixed[i], interpolation="nearest")
-        cap = f"{int(out.y_a[i])}:{float(out.w_a[i]):.2f} {int(out.y_b[i])}:{float(out.w_b[i]):.2f}"
+        cap = " ".join(f"{int(y)}:{float(w):.2f}" for y, w in zip(out.labels[i], out.weights[i]))  # y_a:w_a y_b:w_b ...
         if boxes:
             _rect(ax, params.dst_box[i], edgecolor="white", linestyle="--", linewidth=1)
         if shown is not None and shown[i].max() >= 0.5:

@@ -1,13 +1,14 @@
 """The label contract every mixing method returns, its loss, and the shared plumbing.
 
-A mixed batch carries, per sample, two labels and two weights: (y_a, y_b, w_a, w_b).
-The loss is mean_i [CE(logits_i, y_a_i) * w_a_i + CE(logits_i, y_b_i) * w_b_i]; the
+A mixed batch carries, per sample, K labels and K weights: ``labels`` int64 (N, K) and
+``weights`` float32 (N, K). K is 2 for every pairwise method, where the columns are
+(y_a, y_b) and (w_a, w_b) and stay readable under those names; RICAP mixes four images
+(K = 4). The loss is mean_i sum_k CE(logits_i, labels[i, k]) * weights[i, k]; the
 weights need not sum to 1 (SnapMix's do not).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,35 +18,68 @@ import torch.nn.functional as F
 __all__ = ["MixMethod", "MixedBatch", "mixed_cross_entropy", "soft_targets"]
 
 
-@dataclass
 class MixedBatch:
-    """images: the mixed NCHW batch (the input tensor, modified in place); y_a, y_b:
-    int64 (N,); w_a, w_b: float32 (N,) on the images' device."""
+    """images: the mixed NCHW batch (the input tensor, modified in place); ``labels``
+    int64 (N, K) and ``weights`` float32 (N, K) on the images' device.
 
-    images: torch.Tensor
-    y_a: torch.Tensor
-    y_b: torch.Tensor
-    w_a: torch.Tensor
-    w_b: torch.Tensor
+    Built from K = 2 columns as ``MixedBatch(images, y_a, y_b, w_a, w_b)`` (each (N,)),
+    or from any K as ``MixedBatch(images, labels=, weights=)``. For K = 2, ``y_a``,
+    ``y_b``, ``w_a``, ``w_b`` read the columns (views: writing to them writes the
+    batch's labels and weights)."""
+
+    __slots__ = ("images", "labels", "weights")
+
+    def __init__(self, images: torch.Tensor, y_a: torch.Tensor | None = None, y_b: torch.Tensor | None = None,
+                 w_a: torch.Tensor | None = None, w_b: torch.Tensor | None = None, *,
+                 labels: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> None:
+        pair = (y_a, y_b, w_a, w_b)
+        if labels is None and weights is None:
+            if any(t is None for t in pair):
+                raise ValueError("MixedBatch needs y_a, y_b, w_a, w_b (K = 2) or labels= and weights= (any K)")
+            labels, weights = torch.stack([y_a, y_b], 1), torch.stack([w_a, w_b], 1)
+        elif any(t is not None for t in pair) or labels is None or weights is None:
+            raise ValueError("MixedBatch takes either y_a, y_b, w_a, w_b or labels= and weights=, not a mix of both")
+        if labels.dim() != 2 or tuple(weights.shape) != tuple(labels.shape):
+            raise ValueError(f"labels and weights must both be (N, K), got {tuple(labels.shape)} and "
+                             f"{tuple(weights.shape)}")
+        if labels.shape[0] != images.shape[0] or labels.shape[1] < 1:
+            raise ValueError(f"labels must be (N, K) with N = {images.shape[0]} images and K >= 1, got "
+                             f"{tuple(labels.shape)}")
+        self.images, self.labels, self.weights = images, labels, weights
+
+    @property
+    def k(self) -> int:
+        """Labels per sample."""
+        return self.labels.shape[1]
+
+    def _column(self, name: str, t: torch.Tensor, j: int) -> torch.Tensor:
+        if self.k != 2:
+            raise AttributeError(f"{name} is a column of a K = 2 batch; this one has K = {self.k}: read labels / weights")
+        return t[:, j]
+
+    y_a = property(lambda self: self._column("y_a", self.labels, 0), doc="labels[:, 0] (K = 2)")
+    y_b = property(lambda self: self._column("y_b", self.labels, 1), doc="labels[:, 1] (K = 2)")
+    w_a = property(lambda self: self._column("w_a", self.weights, 0), doc="weights[:, 0] (K = 2)")
+    w_b = property(lambda self: self._column("w_b", self.weights, 1), doc="weights[:, 1] (K = 2)")
+
+    def __repr__(self) -> str:
+        return f"MixedBatch(images={tuple(self.images.shape)}, K={self.k})"
 
 
 def mixed_cross_entropy(logits: torch.Tensor, target: MixedBatch) -> torch.Tensor:
-    """mean over the batch of CE(logits, y_a) * w_a + CE(logits, y_b) * w_b."""
-    ce_a = F.cross_entropy(logits, target.y_a, reduction="none")
-    ce_b = F.cross_entropy(logits, target.y_b, reduction="none")
-    return (ce_a * target.w_a + ce_b * target.w_b).mean()
+    """mean over the batch of sum_k CE(logits, labels[:, k]) * weights[:, k]."""
+    nll = -F.log_softmax(logits, dim=1).gather(1, target.labels)
+    return (nll * target.weights).sum(1).mean()
 
 
 def soft_targets(target: MixedBatch, *, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """Dense (N, num_classes) targets w_a * t(y_a) + w_b * t(y_b), t = one-hot smoothed
-    as timm does ((1 - s) * one_hot + s / K), for soft-target losses."""
+    """Dense (N, num_classes) targets sum_k weights[:, k] * t(labels[:, k]), t = one-hot
+    smoothed as timm does ((1 - s) * one_hot + s / C), for soft-target losses."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-
-    def t(y: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(y, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
-
-    return target.w_a[:, None] * t(target.y_a) + target.w_b[:, None] * t(target.y_b)
+    w = target.weights.float()
+    dense = torch.zeros(len(w), num_classes, dtype=w.dtype, device=w.device).scatter_add_(1, target.labels, w)
+    return dense * (1.0 - smoothing) + w.sum(1, keepdim=True) * (smoothing / num_classes)
 
 
 def check_prob(prob: float) -> float:

@@ -60,6 +60,55 @@ def test_mixed_cross_entropy_and_soft_targets(rng):
 
 
 
+def test_k_labels_loss_and_soft_targets_against_plain_loops(rng):
+    """K labels per sample (RICAP: 4): the loss and the smoothed dense targets against
+    float64 loops over samples and labels, on fresh random labels (repeats included)
+    and weights that need not sum to 1; a K = 2 batch built from its columns is the
+    same batch as one built from (N, 2) tensors."""
+    from dali_snapmix.mix import MixedBatch
+
+    for n, k in ((1, 4), (7, 4), (5, 3), (6, 1)):
+        C = 5
+        labels = torch.from_numpy(rng.integers(0, C, (n, k)))
+        weights = torch.from_numpy(rng.uniform(0, 1.2, (n, k)).astype(np.float32))
+        logits = torch.from_numpy(rng.standard_normal((n, C)).astype(np.float32))
+        out = MixedBatch(torch.zeros(n, 3, 2, 2), labels=labels, weights=weights)
+        logp = torch.log_softmax(logits.double(), 1)
+        want = sum(-logp[i, labels[i, j]] * float(weights[i, j]) for i in range(n) for j in range(k)) / n
+        assert mixed_cross_entropy(logits, out).item() == pytest.approx(float(want), rel=1e-6, abs=1e-7), (n, k)
+        s = 0.1
+        want_t = torch.zeros(n, C, dtype=torch.float64)
+        for i in range(n):
+            for j in range(k):
+                for c in range(C):
+                    want_t[i, c] += float(weights[i, j]) * ((1 - s) * float(c == labels[i, j]) + s / C)
+        assert_close(soft_targets(out, num_classes=C, smoothing=s), want_t, tol=1e-6)
+        assert out.k == k
+        if k != 2:
+            with pytest.raises(AttributeError, match=f"y_a is a column of a K = 2 batch; this one has K = {k}"):
+                out.y_a  # noqa: B018
+    y_a, y_b = torch.tensor([0, 1, 2]), torch.tensor([2, 2, 0])
+    w_a, w_b = torch.tensor([0.2, 0.5, 1.0]), torch.tensor([0.8, 0.7, 0.0])
+    a = MixedBatch(torch.zeros(3, 1, 1, 1), y_a, y_b, w_a, w_b)
+    b = MixedBatch(torch.zeros(3, 1, 1, 1), labels=torch.stack([y_a, y_b], 1), weights=torch.stack([w_a, w_b], 1))
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.weights, b.weights)
+    assert torch.equal(a.y_b, y_b) and torch.equal(a.w_a, w_a) and a.k == 2
+
+
+def test_mixed_batch_refuses_inconsistent_labels():
+    from dali_snapmix.mix import MixedBatch
+
+    x, y, w = torch.zeros(3, 1, 1, 1), torch.zeros(3, 2, dtype=torch.int64), torch.ones(3, 2)
+    with pytest.raises(ValueError, match=r"labels and weights must both be \(N, K\), got \(3, 2\) and \(3, 3\)"):
+        MixedBatch(x, labels=y, weights=torch.ones(3, 3))
+    with pytest.raises(ValueError, match=r"N = 4 images and K >= 1, got \(3, 2\)"):
+        MixedBatch(torch.zeros(4, 1, 1, 1), labels=y, weights=w)
+    with pytest.raises(ValueError, match="not a mix of both"):
+        MixedBatch(x, y[:, 0], labels=y, weights=w)
+    with pytest.raises(ValueError, match="needs y_a, y_b, w_a, w_b"):
+        MixedBatch(x, y[:, 0], y[:, 1])
+
+
 # ---------------------------------------------------------------- bad input
 
 
