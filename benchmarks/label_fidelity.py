@@ -52,7 +52,7 @@ from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds
 from dali_snapmix.fidelity import LIE, PartMasks, left_out, measure, paired, part_truth, snapshot, summarise
 from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, SnapMix
 from dali_snapmix.mix.params import paste_boxes
-from dali_snapmix.models import build_model, input_normalisation
+from dali_snapmix.models import MidLevel, build_model, input_normalisation, mid_layer
 from dali_snapmix.trainer import train
 
 
@@ -109,18 +109,18 @@ class AreaLabels(MixMethod):
         return self.area._apply(images, labels, params, backend=backend)
 
 
-def load_model(path: Path, num_classes: int) -> tuple[torch.nn.Module, dict]:
+def load_model(path: Path, num_classes: int) -> tuple[torch.nn.Module, dict, MidLevel | None]:
+    """(backbone, training config, the backbone with its mid-level branch if it has one)."""
     if not path.is_file():
         raise SystemExit(f"--checkpoint: no such file {path}")
     ck = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ck.get("config") if isinstance(ck, dict) else None
     if cfg is None or "model" not in ck:
         raise SystemExit(f"--checkpoint {path}: not a checkpoint written by train_dali.py")
-    if cfg.get("midlevel"):
-        raise SystemExit(f"--checkpoint {path}: a --midlevel model; score its backbone from a run without the branch")
     model = build_model(cfg["model"], num_classes=num_classes)
-    model.load_state_dict(ck["model"])
-    return model, cfg
+    branch = MidLevel(model, *mid_layer(model), num_classes) if cfg.get("midlevel") else None
+    (branch or model).load_state_dict(ck["model"])
+    return model, cfg, branch
 
 
 def train_model(a, data_root: Path, out: Path) -> Path:
@@ -134,6 +134,8 @@ def train_model(a, data_root: Path, out: Path) -> Path:
     argv += ["--mix", a.train_mix, "--out", str(out), "--device", a.device]
     if a.seed is not None:
         argv += ["--seed", str(a.seed)]
+    if a.midlevel:
+        argv += ["--midlevel"]
     epochs = parse_args(argv).epochs
     cfg = parse_args(argv + ["--keep-checkpoints", f"1,{epochs - 1}" if epochs > 2 else "1"])
     print(f"training {cfg.model} with {cfg.mix} for {cfg.epochs} epochs (crop {cfg.crop}) into {out}", flush=True)
@@ -206,6 +208,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--min-share", default="0.25,0.01", help="leave out samples whose crop holds less of their parts; "
                     "comma-separated: the first gives the main table and the last line, each other a column set")
     ap.add_argument("--seed", type=int, default=None, help="training seed (default: the demo preset's)")
+    ap.add_argument("--midlevel", action="store_true", help="train with the paper's mid-level branch (baseline+) and "
+                    "also score SnapMix with the branch's CAMs (twice the resolution of the last stage's)")
     ap.add_argument("--device", default="cpu", choices=["auto", "gpu", "cpu"])
     ap.add_argument("--out", default="runs/label_fidelity")
     ap.add_argument("--quick", action="store_true", help="tiny set, SmallCNN, 2 epochs, one pass: a smoke run for CI")
@@ -235,7 +239,7 @@ def main(argv=None) -> dict:
         passes = a.passes
     train_src, test_src = ImageSource.from_folder(ds.train_dir), ImageSource.from_folder(ds.test_dir)
     ckpt = Path(a.checkpoint) if a.checkpoint else train_model(a, ds.root, out / "train")
-    model, cfg = load_model(ckpt, train_src.num_classes)
+    model, cfg, branch = load_model(ckpt, train_src.num_classes)
     early_path = ckpt.parent / "epoch1.pt"
     early = load_model(early_path, train_src.num_classes)[0] if early_path.is_file() else None
     prev_path = ckpt.parent / f"epoch{cfg['epochs'] - 1}.pt"
@@ -286,9 +290,11 @@ def main(argv=None) -> dict:
     run("snapmix-improved", SnapMix(**improved))
     for c in crops:
         run(f"snapmix-improved @{c}", SnapMix(**improved), at=loader_at(c))
-    print("mid-level CAMs: not scored; the benchmark's models have no mid-level branch to score "
-          f"({cfg['model']}; train_dali.py's --midlevel supports ResNet and small_cnn, and SnapMix reads the CAMs "
-          "of the backbone's own classifier)")
+    if branch is not None:  # the same params as the snapmix row, the branch's finer maps
+        run("snapmix, mid-level CAMs", SnapMix(num_classes=K, cam_head=branch.cam_head()), m=branch)
+        run("snapmix-improved, mid-level CAMs", SnapMix(cam_head=branch.cam_head(), **improved), m=branch)
+    else:
+        print("mid-level CAMs: not scored, the model has no mid-level branch (train with --midlevel)")
     later = tuple(e + passes + 1 for e in epochs)  # the cached row's batches: after each pass's refill
     if prev_path.is_file() and prev_path != ckpt:
         prev = load_model(prev_path, K)[0]
@@ -313,6 +319,9 @@ def main(argv=None) -> dict:
     pairs = {"snapmix - area-on-snapmix-boxes": ("snapmix", "area-on-snapmix-boxes"),
              "snapmix-improved - area-on-improved-boxes": ("snapmix-improved", "area-on-improved-boxes"),
              "snapmix-lowres - snapmix": ("snapmix-lowres", "snapmix"),
+             "snapmix, mid-level CAMs - snapmix": ("snapmix, mid-level CAMs", "snapmix"),
+             "snapmix-improved, mid-level CAMs - snapmix-improved": ("snapmix-improved, mid-level CAMs",
+                                                                     "snapmix-improved"),
              "snapmix-cached - snapmix": ("snapmix-cached", "snapmix, cached row's batches")}
     paired_at = {str(v): {n: paired(rows[x]["rows"], rows[y]["rows"], min_share=v, seed=cfg["seed"])
                           for n, (x, y) in pairs.items() if x in rows and y in rows} for v in shares}

@@ -198,6 +198,23 @@ class MidLevel(nn.Module):
         mid = self.conv(self._mid.detach())  # no gradient into the backbone
         return out, self.fc(torch.amax(mid, dim=(2, 3)))
 
+    def cam_head(self):
+        """The branch as a CAM head (``SnapMix(cam_head=...)``): its classifier over its
+        own feature map, relu(conv(mid-level map)), at the mid-level resolution (twice the
+        last stage's). The branch max-pools, so these are CAM's formula applied to its
+        map, not a decomposition of its logits. Each call of the head runs the backbone
+        (the map comes from its hooked layer)."""
+        from .mix.cam import CAMHead
+
+        return CAMHead(features=self._branch_map, classifier=self.fc)
+
+    def _branch_map(self, x: torch.Tensor) -> torch.Tensor:
+        self._mid = None
+        self.backbone(x)
+        if self._mid is None:
+            raise RuntimeError("MidLevel: the hooked layer did not run, so there is no mid-level map")
+        return self.conv(self._mid)
+
 
 def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:
     """(module whose output feeds the branch, its channel count)."""
@@ -206,4 +223,9 @@ def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:
         return l3, l3[-1].conv3.out_channels if hasattr(l3[-1], "conv3") else l3[-1].conv2.out_channels
     if isinstance(model, SmallCNN):
         return model.features[2], model.features[2][3].out_channels
-    raise ValueError(f"--midlevel supports ResNet and small_cnn, not {type(model).__name__}")
+    blocks = getattr(model, "blocks", None)
+    if hasattr(model, "conv_head") and isinstance(blocks, nn.Sequential) and len(blocks) == 7:
+        # timm EfficientNet(-Lite): its 7 stages end at strides 2, 4, 8, 16, 16, 32, 32;
+        # the last at stride 16, like ResNet's layer3
+        return blocks[4], blocks[4][-1].conv_pwl.out_channels
+    raise ValueError(f"--midlevel supports ResNet, timm EfficientNet and small_cnn, not {type(model).__name__}")

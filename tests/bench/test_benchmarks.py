@@ -140,6 +140,21 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     assert (tmp_path / "lf" / "label_fidelity.png").stat().st_size > 0
 
 
+def test_label_fidelity_benchmark_midlevel_rows(tmp_path, capsys):
+    """--midlevel: the model trains with the branch, and SnapMix with the branch's CAMs
+    (finer than the last stage's) scores the same samples as the snapmix row, paired."""
+    from benchmarks.label_fidelity import main as fidelity
+
+    rep = fidelity(["--quick", "--midlevel", "--min-share", "0.25", "--out", str(tmp_path / "lf")])
+    rows, pairs = rep["rows"], rep["paired"]["0.25"]
+    mid, snap = rows["snapmix, mid-level CAMs"], rows["snapmix"]
+    assert mid["truth"] == snap["truth"] and mid["kind"] == snap["kind"]
+    (h, w), (h0, w0) = (map(int, r["map"].split("x")) for r in (mid, snap))
+    assert h > h0 and w > w0, (mid["map"], snap["map"])
+    d = pairs["snapmix, mid-level CAMs - snapmix"]
+    assert d["lo"] <= d["diff"] <= d["hi"] and "snapmix-improved, mid-level CAMs - snapmix-improved" in pairs
+
+
 def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
     """The GPU check parses overhead.py's printed table: check its parser on a real (CPU,
     tiny) run against the JSON the same run wrote, and its junit reader on a tiny file.
