@@ -223,9 +223,7 @@ def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:
         return l3, l3[-1].conv3.out_channels if hasattr(l3[-1], "conv3") else l3[-1].conv2.out_channels
     if isinstance(model, SmallCNN):
         return model.features[2], model.features[2][3].out_channels
-    blocks = getattr(model, "blocks", None)
-    if hasattr(model, "conv_head") and isinstance(blocks, nn.Sequential) and len(blocks) == 7:
-        # timm EfficientNet(-Lite): its 7 stages end at strides 2, 4, 8, 16, 16, 32, 32;
-        # the last at stride 16, like ResNet's layer3
-        return blocks[4], blocks[4][-1].conv_pwl.out_channels
-    raise ValueError(f"--midlevel supports ResNet, timm EfficientNet and small_cnn, not {type(model).__name__}")
+    # Not timm's EfficientNet-Lite0 (its last stride-16 stage, blocks[4], would give 8x8
+    # maps at 128 px): the released branch on those unnormalised features diverged under
+    # the demo recipe (loss 4e6 after one epoch, 2e24 after three; 2026-12-05)
+    raise ValueError(f"--midlevel supports ResNet and small_cnn, not {type(model).__name__}")

@@ -92,3 +92,29 @@ def test_models_without_a_cam_head_get_a_clear_error():
         sm = SnapMix(seed=0)
         x = torch.zeros(2, 3, 8, 8)
         sm.apply(x, torch.tensor([0, 1]), BoxParams(True, torch.tensor([1, 0]), torch.tensor([[0, 4, 0, 4]] * 2), torch.tensor([[0, 4, 0, 4]] * 2)))
+
+
+def test_midlevel_branch_logits_and_its_cam_head():
+    """The baseline+ branch on SmallCNN: it reads the third stage (twice the last stage's
+    resolution), its logits are its linear layer over the max-pooled relu(conv(map)), and
+    its CAM head gives the classifier's weights over that same map, each against the
+    stages run by hand (no hook)."""
+    from dali_snapmix.models import MidLevel, mid_layer
+
+    torch.manual_seed(0)
+    m = SmallCNN(5, width=8).eval()
+    layer, width = mid_layer(m)
+    assert layer is m.features[2] and width == 32
+    branch = MidLevel(m, layer, width, 5).eval()
+    with torch.no_grad():
+        branch.fc.bias.normal_(0, 1)
+        x, y = torch.randn(3, 3, 32, 32), torch.tensor([1, 4, 1])
+        mid = m.features[2](m.features[1](m.features[0](x)))
+        want_map = F.relu(F.conv2d(mid, branch.conv[0].weight, branch.conv[0].bias))
+        _, logits = branch(x)
+        cams = class_activation_maps(branch.cam_head(), x, y)
+        last = m.features(x)
+    assert want_map.shape[-2:] == (4, 4) and last.shape[-2:] == (2, 2)
+    torch.testing.assert_close(logits, F.linear(want_map.amax((2, 3)), branch.fc.weight, branch.fc.bias))
+    want = torch.einsum("nchw,nc->nhw", want_map.double(), branch.fc.weight[y].double()) + branch.fc.bias[y].double()[:, None, None]
+    torch.testing.assert_close(cams, want, rtol=1e-6, atol=1e-6)

@@ -67,32 +67,3 @@ def test_lite0_new_head_is_zero_and_the_imagenet_head_is_kept():
     m = build_model("efficientnet_lite0_imagenet", num_classes=1000)
     assert torch.equal(m.classifier.weight, file["_fc.weight"])
 
-
-def test_lite0_midlevel_branch_and_its_cams():
-    """--midlevel on Lite0: the branch reads the last stride-16 stage (8x8 at 128 px,
-    twice the last stage's 4x4), its logits are its linear layer over the max-pooled
-    relu(conv(map)), and its CAM head gives the classifier's weights over that same map,
-    each against the stages run by hand (no hook)."""
-    import torch.nn.functional as F
-
-    from dali_snapmix.models import MidLevel, mid_layer
-
-    m = build_model("efficientnet_lite0_imagenet", num_classes=5).eval()
-    layer, width = mid_layer(m)
-    assert layer is m.blocks[4] and width == 112
-    torch.manual_seed(0)
-    branch = MidLevel(m, layer, width, 5).eval()
-    with torch.no_grad():
-        branch.fc.weight.normal_(0, 0.05)
-        branch.fc.bias.normal_(0, 1)
-        x, y = torch.randn(2, 3, 128, 128), torch.tensor([1, 4])
-        h = m.bn1(m.conv_stem(x))
-        for b in m.blocks[:5]:
-            h = b(h)
-        want_map = F.relu(F.conv2d(h, branch.conv[0].weight, branch.conv[0].bias))
-        _, logits = branch(x)
-        cams = class_activation_maps(branch.cam_head(), x, y)
-    assert h.shape == (2, 112, 8, 8)
-    torch.testing.assert_close(logits, F.linear(want_map.amax((2, 3)), branch.fc.weight, branch.fc.bias))
-    want = torch.einsum("nchw,nc->nhw", want_map.double(), branch.fc.weight[y].double()) + branch.fc.bias[y].double()[:, None, None]
-    torch.testing.assert_close(cams, want, rtol=1e-6, atol=1e-6)
