@@ -1,4 +1,4 @@
-"""Mixing methods: one module per method, one label contract (y_a, y_b, w_a, w_b).
+"""Mixing methods: one module per method, one label contract (K labels and weights; y_a, y_b, w_a, w_b for two).
 
     mix = build_mix("snapmix", num_classes=200)
     out = mix(batch.images, batch.labels, model=model)   # images mixed in place
@@ -15,11 +15,12 @@ from .cutmix import CutMix
 from .cutout import CutOut
 from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams
+from .resizemix import ResizeMix
 from .snapmix import SnapMix
 
 __all__ = [
     "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
-    "MixedBatch", "Mixup", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "MixedBatch", "Mixup", "ResizeMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -29,6 +30,7 @@ METHODS = {
     "as-cutmix": lambda **kw: CutMix(asymmetric=True, **kw),
     "cutout": CutOut,
     "snapmix": SnapMix,
+    "resizemix": ResizeMix,
 }
 
 

@@ -14,7 +14,7 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dali_snapmix.mix import CAMHead, CutMix, CutOut, Mixup, SnapMix  # noqa: E402
+from dali_snapmix.mix import CAMHead, CutMix, CutOut, Mixup, ResizeMix, SnapMix  # noqa: E402
 
 
 def check(name: str, cuda, cpu) -> None:
@@ -44,6 +44,7 @@ def main() -> None:
         "cutmix": CutMix(num_classes=K),
         "as-cutmix per-sample": CutMix(asymmetric=True, per_sample=True, beta=1.0, num_classes=K),
         "cutout": CutOut(prob=1.0, num_classes=K),
+        "resizemix": ResizeMix(num_classes=K),
         "snapmix released": SnapMix(cam_head=head, num_classes=K),
         "snapmix improved": SnapMix(cam_head=head, semantics="improved", beta=1.0, num_classes=K),
         "snapmix symmetric": SnapMix(cam_head=head, symmetric=True, num_classes=K),

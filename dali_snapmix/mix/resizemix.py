@@ -1,0 +1,73 @@
+"""ResizeMix (Qin et al., "ResizeMix: Mixing Data with Preserved Object Information and
+True Labels", arXiv 2012.11101, 2020, Sec. 3): the *whole* partner image, downscaled by a
+scale rate tau ~ U(alpha, beta), is pasted at a random place of each sample, and the
+labels are the pasted area's share:
+
+    P = Resize(x_j, tau),   x~_i = Paste(P, x_i),   w_b = |P| / (H W),   w_a = 1 - w_b
+
+Defaults as the paper and its release: (alpha, beta) = (0.1, 0.8), every batch mixed
+(prob 1.0; the release has no switch). As the release does it: tau drawn once per batch, partners by a random permutation
+(self-pairs allowed), the patch floor(tau H) x floor(tau W) (at least 1 pixel), and a
+paste location per sample: a centre drawn uniformly in the image, the box then moved
+back inside so the whole patch shows (so it sits on a border more often than a uniform
+corner would). Area labels, so they sum to 1.
+
+One difference from the release: the resize is bilinear (align_corners=False), done by
+the paste kernel (``kernels.paste_resized``) on both devices; the release calls
+``F.interpolate(x, scale_factor=tau)``, whose default mode is nearest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import kernels
+from .base import MixedBatch, MixMethod, check_prob
+from .boxes import box_area
+from .params import BoxParams, coin, permutation
+
+__all__ = ["ResizeMix"]
+
+
+class ResizeMix(MixMethod):
+    params_type = BoxParams
+    name = "resizemix"
+
+    def __init__(self, *, prob: float = 1.0, scale: tuple[float, float] = (0.1, 0.8), num_classes: int | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(num_classes=num_classes, seed=seed)
+        self.prob = check_prob(prob)
+        try:
+            lo, hi = (float(v) for v in scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale must be two numbers (alpha, beta), got {scale!r}") from None
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < alpha <= beta <= 1, got {scale!r}")
+        self.scale = (lo, hi)
+
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> BoxParams:
+        """Draw, in this order: the switch coin, the partners, tau, each sample's centre."""
+        n, _, height, width = images.shape
+        mix = coin(rng, self.prob)
+        perm = permutation(rng, n)
+        tau = rng.uniform(*self.scale)
+        h, w = max(1, int(height * tau)), max(1, int(width * tau))
+        cy, cx = rng.integers(0, height, size=n), rng.integers(0, width, size=n)
+        y0 = np.clip(cy - h // 2, 0, height - h)  # moved back inside: the whole patch shows
+        x0 = np.clip(cx - w // 2, 0, width - w)
+        dst = torch.from_numpy(np.stack([y0, y0 + h, x0, x0 + w], 1).astype(np.int64))
+        src = torch.tensor([[0, height, 0, width]], dtype=torch.int64).expand(n, 4).contiguous()
+        return BoxParams(mix=mix, perm=perm, src_box=src, dst_box=dst)
+
+    def _apply(self, images, labels, params: BoxParams, *, model=None, backend: str = "auto",
+               geometry=None) -> MixedBatch:
+        if not params.mix:
+            return self.unmixed(images, labels)
+        n, _, h, w = images.shape
+        kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
+                              align_corners=False, backend=backend, tag=self.name)
+        dev = images.device
+        y = labels.to(dev, torch.int64)
+        w_b = (box_area(params.dst_box).double() / (h * w)).float().to(dev)
+        return MixedBatch(images, y, y[params.perm.to(dev)], 1.0 - w_b, w_b)
