@@ -206,7 +206,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
                 truth = part_truth(parts, held, b.labels, params)
         save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
-                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: y_a:w_a y_b:w_b")
+                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label")
         del b
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)

@@ -11,6 +11,7 @@ from . import kernels
 from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
 from .mix.params import BoxParams
+from .mix.ricap import RICAPParams
 
 __all__ = ["save_sample_grid"]
 
@@ -32,7 +33,7 @@ def _rect(ax, box, **kw) -> None:
 def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
                      cam: torch.Tensor | None = None, parts: torch.Tensor | None = None,
                      truth=None, n: int = 8, title: str = "") -> None:
-    """One block per sample: the mixed image (captioned ``y_a:w_a y_b:w_b``), with the
+    """One block per sample: the mixed image (captioned ``label:weight`` for each of its labels), with the
     pasted box (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
     is known, the outline of the class-deciding parts the mixed image shows (green: the
     sample's own, taken through the same paste; truth t_a / t_b in the caption). With
@@ -49,7 +50,7 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
     mixed = _unnormalise(out.images[:n], mean, std)
     h, w = mixed.shape[1:3]
     shown = None
-    if parts is not None:
+    if parts is not None and not isinstance(params, RICAPParams):  # its regions come from four other crops
         shown = parts.float()[:, None].clone()
         if boxes:  # the parts as the mixed image shows them: the same paste, applied to the masks
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,

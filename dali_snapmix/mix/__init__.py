@@ -16,11 +16,12 @@ from .cutout import CutOut
 from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams
 from .resizemix import ResizeMix
+from .ricap import RICAP, RICAPParams
 from .snapmix import SnapMix
 
 __all__ = [
     "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
-    "MixedBatch", "Mixup", "ResizeMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "MixedBatch", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -31,6 +32,7 @@ METHODS = {
     "cutout": CutOut,
     "snapmix": SnapMix,
     "resizemix": ResizeMix,
+    "ricap": RICAP,
 }
 
 
