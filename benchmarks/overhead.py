@@ -207,11 +207,11 @@ def main(argv=None) -> dict:
         import matplotlib.pyplot as plt
 
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig, ax = plt.subplots(figsize=(8, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
-        plt.setp(ax.get_xticklabels(), rotation=20)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
         fig.tight_layout()
         fig.savefig(a.plot, dpi=100)
         plt.close(fig)
