@@ -143,6 +143,8 @@ def _joined(rows: list[dict[str, np.ndarray]], min_share: float | None) -> dict[
     """The batches' :func:`label_errors` end to end, only weights whose pair's crops hold
     at least ``min_share`` of their parts (all, for None)."""
     cols = {k: np.concatenate([r[k] for r in rows]) if rows else np.zeros(0, dtype=t) for k, t in _COLUMNS.items()}
+    # a sample id unique across batches (``sample`` restarts in each): batch index in the high bits
+    cols["id"] = np.concatenate([r["sample"] + (b << 32) for b, r in enumerate(rows)]) if rows else np.zeros(0, np.int64)
     if min_share is not None:
         keep = cols["share"] >= min_share
         cols = {k: v[keep] for k, v in cols.items()}
@@ -185,7 +187,7 @@ def paired(x_rows: list[dict[str, np.ndarray]], y_rows: list[dict[str, np.ndarra
     interval that resamples samples (a pair's two weights together), and the ratio of
     the two mean errors. Raises if the rows did not score the same samples."""
     x, y = _joined(x_rows, min_share), _joined(y_rows, min_share)
-    same = all(np.array_equal(x[k], y[k]) for k in ("sample", "kind", "truth"))
+    same = all(np.array_equal(x[k], y[k]) for k in ("id", "kind", "truth"))
     if not same:
         raise ValueError("paired(): the two rows did not score the same samples with the same boxes "
                          f"({len(x['truth'])} and {len(y['truth'])} weights, or other truths); draw both with the same "
@@ -195,8 +197,7 @@ def paired(x_rows: list[dict[str, np.ndarray]], y_rows: list[dict[str, np.ndarra
     if not sel.any():
         nan = float("nan")
         return {"diff": nan, "lo": nan, "hi": nan, "mae_x": nan, "mae_y": nan, "ratio": nan, "samples": 0, "weights": 0}
-    # sample ids restart in every batch: (batch, sample) is found by the order of the weights
-    _, inv = np.unique(_sample_ids(x_rows, min_share)[sel], return_inverse=True)
+    _, inv = np.unique(x["id"][sel], return_inverse=True)
     d_sum, n = np.bincount(inv, weights=ex - ey), np.bincount(inv)
     draw = np.random.default_rng(seed).integers(0, len(n), (boot, len(n)))
     boots = d_sum[draw].sum(1) / n[draw].sum(1)
@@ -204,13 +205,6 @@ def paired(x_rows: list[dict[str, np.ndarray]], y_rows: list[dict[str, np.ndarra
     return {"diff": float((ex - ey).mean()), "lo": float(lo), "hi": float(hi), "mae_x": float(ex.mean()),
             "mae_y": float(ey.mean()), "ratio": float(ex.mean() / ey.mean()), "samples": int(len(n)),
             "weights": int(sel.sum())}
-
-
-def _sample_ids(rows: list[dict[str, np.ndarray]], min_share: float | None) -> np.ndarray:
-    """A sample id unique across batches for every weight :func:`_joined` keeps."""
-    ids = [r["sample"] + (b << 32) for b, r in enumerate(rows)]
-    keep = [r["share"] >= min_share for r in rows] if min_share is not None else [np.ones(len(i), bool) for i in ids]
-    return np.concatenate([i[k] for i, k in zip(ids, keep)]) if rows else np.zeros(0, np.int64)
 
 
 def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,), seed: int = 0,
