@@ -67,9 +67,17 @@ class MixedBatch:
 
 
 def mixed_cross_entropy(logits: torch.Tensor, target: MixedBatch) -> torch.Tensor:
-    """mean over the batch of sum_k CE(logits, labels[:, k]) * weights[:, k]."""
-    nll = -F.log_softmax(logits, dim=1).gather(1, target.labels)
-    return (nll * target.weights).sum(1).mean()
+    """mean over the batch of sum_k CE(logits, labels[:, k]) * weights[:, k].
+
+    One cross-entropy per label column, added in column order: for K = 2 exactly the
+    operations of CE(y_a) w_a + CE(y_b) w_b, so training is bit for bit what it was before
+    the K-label contract (a single log-softmax gathered at the K labels sums the
+    same-label gradients in another order, which moved the demo recipe's SnapMix run from 0.842 to 0.864 best top-1)."""
+    loss = None
+    for k in range(target.k):
+        term = F.cross_entropy(logits, target.labels[:, k], reduction="none") * target.weights[:, k]
+        loss = term if loss is None else loss + term
+    return loss.mean()
 
 
 def soft_targets(target: MixedBatch, *, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
