@@ -103,7 +103,7 @@ class AreaLabels(MixMethod):
         self.boxes, self.area, self.name = boxes, CutMix(asymmetric=True), name
 
     def _sample(self, images, labels, rng):
-        return self.boxes._sample(images, labels, rng)
+        return self.boxes.sample(images, labels, rng=rng)
 
     def _apply(self, images, labels, params, *, model=None, backend="auto", geometry=None) -> MixedBatch:
         return self.area._apply(images, labels, params, backend=backend)

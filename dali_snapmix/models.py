@@ -189,13 +189,18 @@ class MidLevel(nn.Module):
     def _keep(self, module, inputs, output) -> None:
         self._mid = output
 
-    def forward(self, x: torch.Tensor):
+    def _backbone_and_mid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the backbone's output, the hooked layer's map) of one forward."""
         self._mid = None
         out = self.backbone(x)
         if self._mid is None:
             raise RuntimeError(f"MidLevel: the hooked layer did not run in {type(self.backbone).__name__}'s forward, "
                                f"so there is no mid-level feature map for the branch (is it the backbone's own module?)")
-        mid = self.conv(self._mid.detach())  # no gradient into the backbone
+        return out, self._mid
+
+    def forward(self, x: torch.Tensor):
+        out, mid = self._backbone_and_mid(x)
+        mid = self.conv(mid.detach())  # no gradient into the backbone
         return out, self.fc(torch.amax(mid, dim=(2, 3)))
 
     def cam_head(self):
@@ -209,11 +214,7 @@ class MidLevel(nn.Module):
         return CAMHead(features=self._branch_map, classifier=self.fc)
 
     def _branch_map(self, x: torch.Tensor) -> torch.Tensor:
-        self._mid = None
-        self.backbone(x)
-        if self._mid is None:
-            raise RuntimeError("MidLevel: the hooked layer did not run, so there is no mid-level map")
-        return self.conv(self._mid)
+        return self.conv(self._backbone_and_mid(x)[1])
 
 
 def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:

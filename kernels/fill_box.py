@@ -22,8 +22,9 @@ __all__ = ["fill_box", "fill_box_reference"]
 
 def fill_box_reference(images, *, boxes, values):
     """One slice assignment per sample: the plain definition."""
+    v = values.to(images.device, images.dtype)[:, None, None]  # once: on CUDA a host-to-device copy
     for i, (y0, y1, x0, x1) in enumerate(boxes.tolist()):
-        images[i, :, y0:y1, x0:x1] = values.to(images.device, images.dtype)[:, None, None]
+        images[i, :, y0:y1, x0:x1] = v
     return images
 
 

@@ -32,6 +32,12 @@ from .params import _check_perm, coin, permutation
 __all__ = ["RICAP", "RICAPParams"]
 
 
+def region_sizes(h: int, w: int, height: int, width: int) -> list[tuple[int, int]]:
+    """(rows, columns) of the four regions around the boundary (h, w): top-left,
+    top-right, bottom-left, bottom-right."""
+    return [(h, w), (h, width - w), (height - h, w), (height - h, width - w)]
+
+
 @dataclass(frozen=True)
 class RICAPParams:
     """``mix`` (the switch coin); ``boundary`` (h, w); ``perms`` int64 (4, N), region k
@@ -46,8 +52,7 @@ class RICAPParams:
 
     def sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """(rows, columns) of the four regions."""
-        h, w = self.boundary
-        return [(h, w), (h, width - w), (height - h, w), (height - h, width - w)]
+        return region_sizes(*self.boundary, height, width)
 
     def check(self, *, n: int, height: int, width: int) -> None:
         h, w = self.boundary
@@ -81,7 +86,7 @@ class RICAP(MixMethod):
         h = int(np.round(height * rng.beta(self.beta, self.beta)))
         w = int(np.round(width * rng.beta(self.beta, self.beta)))
         perms, offsets = [], []
-        for rh, rw in ((h, w), (h, width - w), (height - h, w), (height - h, width - w)):
+        for rh, rw in region_sizes(h, w, height, width):
             perms.append(permutation(rng, n))
             offsets.append([int(rng.integers(0, height - rh + 1)), int(rng.integers(0, width - rw + 1))])
         return RICAPParams(mix=mix, boundary=(h, w), perms=torch.stack(perms),
@@ -95,13 +100,13 @@ class RICAP(MixMethod):
         dev = images.device
         perms = params.perms.to(dev)
         h, w = params.boundary
+        sizes = params.sizes(height, width)
         corners = [(0, 0), (0, w), (h, 0), (h, w)]
         crops = []  # every region read before any is written: the sources are this batch
-        for k, ((rh, rw), (oy, ox)) in enumerate(zip(params.sizes(height, width), params.offsets.tolist())):
+        for k, ((rh, rw), (oy, ox)) in enumerate(zip(sizes, params.offsets.tolist())):
             crops.append(images[perms[k], :, oy:oy + rh, ox:ox + rw])
-        for (cy, cx), (rh, rw), crop in zip(corners, params.sizes(height, width), crops):
+        for (cy, cx), (rh, rw), crop in zip(corners, sizes, crops):
             images[:, :, cy:cy + rh, cx:cx + rw] = crop
         y = labels.to(dev, torch.int64)
-        area = torch.tensor([rh * rw / (height * width) for rh, rw in params.sizes(height, width)], dtype=torch.float32,
-                            device=dev)
+        area = torch.tensor([rh * rw / (height * width) for rh, rw in sizes], dtype=torch.float32, device=dev)
         return MixedBatch(images, labels=y[perms].T.contiguous(), weights=area.expand(n, 4).contiguous())
