@@ -15,7 +15,7 @@ from pathlib import Path
 from .mix import METHODS
 
 __all__ = ["APPLIES", "BIRDS", "CAM_PASS", "CHOICES", "FP16_ON_CPU", "OPTIONS", "PRESETS", "RUN_ONLY", "Config", "check",
-           "for_method", "options_not_taken", "parse_args"]
+           "for_method", "mix_cycle", "mixing_on", "options_not_taken", "parse_args"]
 
 
 def run_only(default):
@@ -34,10 +34,10 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
-    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap)
+    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix)
     snapmix_semantics: str | None = None  # released (default) | improved (see dali_snapmix/mix/snapmix.py)
     cam_resolution: float | None = None  # SnapMix CAM pass on a copy downscaled by this factor, in (0, 1] (0.5: low-res mode)
     cam_cache_every: int | None = None  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
@@ -62,6 +62,8 @@ class Config:
     save_samples: bool = run_only(False)  # after training, write samples.png: one batch mixed with the trained model
     compare: str = run_only("")  # comma-separated methods: train each in turn, print one table
     mix_warmup: int = 0  # the first N epochs train unmixed, whatever the method (early CAMs come from an untrained head)
+    mix_cycle: str = ""  # ON,OFF: after the warmup, mix ON epochs then train OFF epochs unmixed, in turn (SamplePairing's schedule)
+    mix_cooldown: int = 0  # the last N epochs train unmixed (SamplePairing's final phase)
     keep_checkpoints: str = run_only("")  # comma-separated epochs whose checkpoint is also kept, as epoch<K>.pt
     label_fidelity: bool = run_only(False)  # after training, score the method's labels against the embedded set's part masks
 
@@ -87,7 +89,7 @@ CHOICES = {
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
     "mix_prob": ("prob", [m for m in METHODS if m != "baseline"]),
-    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap"]),
+    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap", "fmix"]),
     "snapmix_semantics": ("semantics", ["snapmix"]),
     "cam_resolution": ("cam_resolution", ["snapmix"]),
     "cam_cache_every": ("cache", ["snapmix"]),  # a CAMCache refreshed every N epochs
@@ -142,6 +144,28 @@ def parse_args(argv=None, *, description: str | None = None) -> Config:
     return cfg
 
 
+def mix_cycle(cfg: Config) -> tuple[int, int] | None:
+    """--mix-cycle as (on, off) epochs, or None."""
+    if not cfg.mix_cycle:
+        return None
+    try:
+        on, off = (int(v) for v in cfg.mix_cycle.split(","))
+    except ValueError:
+        raise SystemExit(f"--mix-cycle must be ON,OFF (two epoch counts), got {cfg.mix_cycle!r}") from None
+    if on < 1 or off < 0:
+        raise SystemExit(f"--mix-cycle must have ON >= 1 and OFF >= 0, got {cfg.mix_cycle!r}")
+    return on, off
+
+
+def mixing_on(cfg: Config, epoch: int) -> bool:
+    """Whether epoch (0-based) mixes: not in the --mix-warmup epochs, nor the last
+    --mix-cooldown, nor the OFF part of a --mix-cycle counted from the warmup's end."""
+    if epoch < cfg.mix_warmup or epoch >= cfg.epochs - cfg.mix_cooldown:
+        return False
+    cycle = mix_cycle(cfg)
+    return cycle is None or (epoch - cfg.mix_warmup) % sum(cycle) < cycle[0]
+
+
 def check(cfg: Config) -> None:
     """Reject bad values before anything is built."""
     for name in ("epochs", "batch_size", "resize", "crop", "workers", "eval_every"):
@@ -166,6 +190,10 @@ def check(cfg: Config) -> None:
         raise SystemExit(FP16_ON_CPU)
     if not 0 <= cfg.mix_warmup < cfg.epochs:
         raise SystemExit(f"--mix-warmup must be in [0, --epochs {cfg.epochs}), got {cfg.mix_warmup}")
+    if not 0 <= cfg.mix_cooldown < cfg.epochs - cfg.mix_warmup:
+        raise SystemExit(f"--mix-cooldown must be in [0, --epochs - --mix-warmup = {cfg.epochs - cfg.mix_warmup}), "
+                         f"got {cfg.mix_cooldown}")
+    mix_cycle(cfg)
     try:
         kept = [int(s) for s in cfg.keep_checkpoints.split(",") if s.strip()]
     except ValueError:

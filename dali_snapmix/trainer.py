@@ -38,6 +38,7 @@ from .config import (
     RUN_ONLY,
     Config,
     for_method,
+    mixing_on,
     options_not_taken,
     parse_args,
 )
@@ -272,7 +273,7 @@ class Run:
     sched: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     mixer: MixMethod
-    unmixed: MixMethod  # the --mix-warmup epochs
+    unmixed: MixMethod  # the epochs --mix-warmup, --mix-cycle and --mix-cooldown leave unmixed
     writer: object = None
     start: int = 0
     history: list[dict] = field(default_factory=list)
@@ -417,7 +418,7 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
     from tqdm import tqdm
 
     rng = seed_epoch(cfg, epoch, run.rank)
-    active = run.mixer if epoch >= cfg.mix_warmup else run.unmixed
+    active = run.mixer if mixing_on(cfg, epoch) else run.unmixed
     run.mixer.set_epoch(epoch)
     run.train_loader.set_epoch(epoch)
     run.model.train()

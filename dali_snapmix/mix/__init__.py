@@ -13,15 +13,18 @@ from .cam import CAMHead, class_activation_maps
 from .cam_cache import CAMCache
 from .cutmix import CutMix
 from .cutout import CutOut
+from .fmix import FMix
 from .mixup import Mixup
-from .params import BlendParams, BoxParams, CutOutParams
+from .params import BlendParams, BoxParams, CutOutParams, MaskParams
 from .resizemix import ResizeMix
 from .ricap import RICAP, RICAPParams
+from .samplepairing import SamplePairing
+from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "MixMethod",
-    "MixedBatch", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "MaskParams", "MixMethod",
+    "MixedBatch", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -33,6 +36,9 @@ METHODS = {
     "snapmix": SnapMix,
     "resizemix": ResizeMix,
     "ricap": RICAP,
+    "fmix": FMix,
+    "smoothmix": SmoothMix,
+    "samplepairing": SamplePairing,
 }
 
 

@@ -83,6 +83,29 @@ class BoxParams:
 
 
 @dataclass(frozen=True)
+class MaskParams:
+    """FMix, SmoothMix, GridMix: ``masks`` float32 (N, H, W), each pixel's weight of the
+    sample's own image (the partner ``perm[i]`` gets 1 - mask; a mask shared by the batch
+    is an expanded view), and ``w_a`` float32 (N,), the label weight of the own image
+    (the partner's is 1 - w_a)."""
+
+    mix: bool
+    perm: torch.Tensor
+    masks: torch.Tensor
+    w_a: torch.Tensor
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        _check_perm(self.perm, n)
+        _check_tensor("masks", self.masks, shape=(n, height, width), dtypes=(torch.float32,))
+        _check_tensor("w_a", self.w_a, shape=(n,), dtypes=(torch.float32,))
+        for name, t in (("masks", self.masks), ("w_a", self.w_a)):
+            bad = ~((t >= 0) & (t <= 1))  # NaN fails too
+            if bool(bad.any()):
+                i = tuple(int(v) for v in bad.nonzero()[0])
+                raise ValueError(f"{name} must be in [0, 1], got {name}{list(i)} = {float(t[i])}")
+
+
+@dataclass(frozen=True)
 class CutOutParams:
     """CutOut: ``apply`` (the switch coin) and int64 (N, 4) boxes."""
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dali_snapmix.data.spec import CropGeometry
-from dali_snapmix.mix import CAMCache, CutMix, CutOut, Mixup, SnapMix
+from dali_snapmix.mix import RICAP, CAMCache, CutMix, CutOut, FMix, Mixup, ResizeMix, SamplePairing, SmoothMix, SnapMix
 from dali_snapmix.models import SmallCNN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: tests/gpu/ runs on a GPU "
@@ -41,6 +41,11 @@ METHODS = {
     "snapmix": lambda: SnapMix(num_classes=K),
     "snapmix improved": lambda: SnapMix(semantics="improved", num_classes=K),
     "snapmix lowres": lambda: SnapMix(cam_resolution=0.5, num_classes=K),
+    "resizemix": lambda: ResizeMix(num_classes=K),
+    "ricap": lambda: RICAP(num_classes=K),
+    "fmix per-sample": lambda: FMix(per_sample=True, num_classes=K),
+    "smoothmix": lambda: SmoothMix(num_classes=K),
+    "samplepairing": lambda: SamplePairing(num_classes=K),
 }
 
 
@@ -55,13 +60,12 @@ def test_method_on_cuda_equals_cpu(name):
         m_gpu.load_state_dict(m_cpu.state_dict())
         cpu = mix(x.clone(), y, params=params, model=m_cpu)
         gpu = mix(x.cuda(), y.cuda(), params=params, model=m_gpu)
-        assert gpu.images.is_cuda and gpu.w_a.is_cuda
-        assert torch.equal(gpu.y_a.cpu(), cpu.y_a) and torch.equal(gpu.y_b.cpu(), cpu.y_b)
+        assert gpu.images.is_cuda and gpu.weights.is_cuda
+        assert torch.equal(gpu.labels.cpu(), cpu.labels)  # K columns: 2, or RICAP's 4
         torch.testing.assert_close(gpu.images.cpu(), cpu.images, rtol=0, atol=1e-5)
         # SnapMix's weights come from each device's own conv: cuDNN against oneDNN in float32
         tol = 1e-4 if name.startswith("snapmix") else 1e-6
-        torch.testing.assert_close(gpu.w_a.cpu(), cpu.w_a, rtol=0, atol=tol)
-        torch.testing.assert_close(gpu.w_b.cpu(), cpu.w_b, rtol=0, atol=tol)
+        torch.testing.assert_close(gpu.weights.cpu(), cpu.weights, rtol=0, atol=tol)
 
 
 def test_snapmix_autocast_and_channels_last_cam_passes():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dali_snapmix.config import mixing_on
 from dali_snapmix.trainer import Config, logits_and_loss, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +116,7 @@ def test_config_layers_and_bad_values(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown keys \['epoch', 'mixx'\]; valid keys: \[.*'epochs'"):
         parse_args(["--config", str(y)])
     with pytest.raises(SystemExit):
-        parse_args(["--mix", "fmix"])  # argparse names the bad choice
+        parse_args(["--mix", "puzzlemix"])  # argparse names the bad choice
     with pytest.raises(SystemExit, match="--crop 500 is larger than --resize 448"):
         parse_args(["--resize", "448", "--crop", "500"])
     with pytest.raises(SystemExit, match="--pretrained: no such file"):
@@ -349,3 +350,18 @@ def test_bf16_autocast_runs_on_the_cpu():
     ref, _ = logits_and_loss(m, x, t, amp="off", tdev=torch.device("cpu"))
     assert ref.dtype == torch.float32
     torch.testing.assert_close(logits.float(), ref, atol=0.05, rtol=0.05)  # bf16: 8 mantissa bits
+
+
+def test_mix_schedule_warmup_cycles_and_cooldown():
+    """SamplePairing's schedule, for any method: off, then ON/OFF cycles from the warmup's end, then off."""
+    cfg = parse_args(["--epochs", "20", "--mix-warmup", "3", "--mix-cycle", "4,2", "--mix-cooldown", "2"])
+    on = [e for e in range(20) if mixing_on(cfg, e)]
+    assert on == [3, 4, 5, 6, 9, 10, 11, 12, 15, 16, 17]
+    assert all(mixing_on(parse_args(["--epochs", "5"]), e) for e in range(5))
+    assert [mixing_on(parse_args(["--epochs", "4", "--mix-cycle", "1,0"]), e) for e in range(4)] == [True] * 4
+    with pytest.raises(SystemExit, match=r"--mix-cycle must be ON,OFF \(two epoch counts\), got '8'"):
+        parse_args(["--mix-cycle", "8"])
+    with pytest.raises(SystemExit, match=r"--mix-cycle must have ON >= 1 and OFF >= 0, got '0,2'"):
+        parse_args(["--mix-cycle", "0,2"])
+    with pytest.raises(SystemExit, match=r"--mix-cooldown must be in \[0, --epochs - --mix-warmup = 2\), got 2"):
+        parse_args(["--epochs", "4", "--mix-warmup", "2", "--mix-cooldown", "2"])
