@@ -26,7 +26,8 @@ Protocols (one schedule for every method):
             per-seed differences (SnapMix - CutMix, SnapMix - baseline) are printed
 Methods: baseline, cutout, mixup, cutmix, snapmix (exact), snapmix-lowres (CAM pass at
 half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs), snapmix-improved
-(``semantics="improved"``: per-sample boxes, no self-pairs, eval-mode CAM pass); "<method>-warmup"
+(``semantics="improved"``: per-sample boxes, no self-pairs, eval-mode CAM pass); resizemix, ricap,
+fmix, smoothmix, samplepairing (their papers' defaults; by ``--methods``); "<method>-warmup"
 trains the first 2 epochs unmixed (``--mix-warmup 2``). The embedded protocol runs
 baseline, cutmix, snapmix and snapmix-cached unless ``--methods`` says otherwise.
 
@@ -63,6 +64,12 @@ METHODS = {
     "snapmix-cached": {"mix": "snapmix", "cam_cache_every": 5},
     # per-sample boxes, no self-pairs, an eval-mode CAM pass (mix/snapmix.py)
     "snapmix-improved": {"mix": "snapmix", "snapmix_semantics": "improved"},
+    # the rest of the family, each with its paper's defaults (--methods picks them)
+    "resizemix": {"mix": "resizemix"},
+    "ricap": {"mix": "ricap"},
+    "fmix": {"mix": "fmix"},
+    "smoothmix": {"mix": "smoothmix"},
+    "samplepairing": {"mix": "samplepairing"},
 }
 METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 

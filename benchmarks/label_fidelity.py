@@ -16,7 +16,9 @@ pairs, where every rule's weights mean the same thing (a same-label pair's class
 w_a + w_b from the loss, twice what SnapMix's released rule states: that claim is shown
 beside it).
 
-Rows: CutMix, asymmetric CutMix and ResizeMix (area labels, their own boxes and partners); area
+Rows: CutMix, asymmetric CutMix and ResizeMix (area labels, their own boxes and partners);
+FMix and SmoothMix (mask-mass labels; a pixel of weight m shows m of one image's parts and
+1 - m of the other's) and SamplePairing ((1, 0) on a half-half blend); area
 labels on SnapMix's own params (the same partners and boxes as the snapmix row: the
 labelling rule alone differs); SnapMix exact at the training crop and at larger crops of
 the same model (finer CAMs), its low-resolution mode, its cached mode (maps one epoch
@@ -50,7 +52,18 @@ import torch
 from dali_snapmix.config import BIRDS, parse_args
 from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds, make_loader
 from dali_snapmix.fidelity import LIE, PartMasks, left_out, measure, paired, part_truth, snapshot, summarise
-from dali_snapmix.mix import BoxParams, CAMCache, CutMix, MixedBatch, MixMethod, ResizeMix, SnapMix
+from dali_snapmix.mix import (
+    BoxParams,
+    CAMCache,
+    CutMix,
+    FMix,
+    MixedBatch,
+    MixMethod,
+    ResizeMix,
+    SamplePairing,
+    SmoothMix,
+    SnapMix,
+)
 from dali_snapmix.mix.params import paste_boxes
 from dali_snapmix.models import MidLevel, build_model, input_normalisation, mid_layer
 from dali_snapmix.trainer import train
@@ -281,6 +294,9 @@ def main(argv=None) -> dict:
     run("cutmix", CutMix(num_classes=K))
     run("as-cutmix", CutMix(asymmetric=True, num_classes=K))
     run("resizemix", ResizeMix(num_classes=K))  # area labels too: the whole partner, downscaled
+    run("fmix", FMix(num_classes=K))  # the mask's mean: area labels on a free-form mask
+    run("smoothmix", SmoothMix(num_classes=K))  # mask-mass labels on a soft mask
+    run("samplepairing", SamplePairing(num_classes=K))  # (1, 0) on a half-half blend
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))
     run("snapmix", SnapMix(num_classes=K))
     for c in crops:

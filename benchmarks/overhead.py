@@ -9,7 +9,7 @@ The loader is excluded: every step starts from the same pre-loaded batch (a copy
 since mixing works in place; the copy is in every variant). Every method mixes on every
 step (prob 1): the figures are the cost of a mixing step; at a switch probability p a
 run pays p times the overhead. Variants:
-  baseline, mixup, cutmix, cutout, resizemix, ricap, snapmix
+  baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing, snapmix
                                              our methods (SnapMix exact, released semantics)
   snapmix-lowres                             SnapMix with the CAM pass on a half-size copy
   snapmix-cached                             SnapMix with cached CAMs re-projected into each
@@ -89,7 +89,8 @@ def main(argv=None) -> dict:
     # leave a kernel uncompiled after the warm-up)
     mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
                            **({"autocast": amp} if m == "snapmix" else {}))
-              for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "resizemix", "ricap")}
+              for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "resizemix", "ricap", "fmix", "smoothmix",
+                        "samplepairing")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
     mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5,
                                          autocast=amp)
@@ -160,7 +161,8 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "snapmix", "snapmix-lowres",
+    names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
+             "samplepairing", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
     times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,
@@ -207,7 +209,7 @@ def main(argv=None) -> dict:
         import matplotlib.pyplot as plt
 
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(8, 3.8))
+        fig, ax = plt.subplots(figsize=(9.5, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")

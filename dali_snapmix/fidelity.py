@@ -1,4 +1,4 @@
-"""Label fidelity: how far a box-mixing method's label weights lie from what the mixed
+"""Label fidelity: how far a mixing method's label weights lie from what the mixed
 image really shows, measured on the embedded set, whose generator knows where every
 class-deciding part is (``data/synthetic.py``'s part masks).
 
@@ -9,6 +9,8 @@ For sample i mixed with partner j = perm[i] (``src_box[i]`` of j resized into
     t_b = P_j inside src_box[i] / P_j           (j's evidence the paste carries over)
 
 A resize keeps shares, so the symmetric and asymmetric pastes use the same formula.
+A mask or a blend (FMix, SmoothMix, SamplePairing) weighs each pixel: i's parts count
+with i's weight there, j's with the partner's (``part_truth``).
 Every label is scored on what the loss applies (``mixed_cross_entropy``: w_a to y_a,
 w_b to y_b). For a pair of different labels that is w_a against t_a and w_b against
 t_b, and every rule's weights mean the same thing there: the headline. A same-label
@@ -31,7 +33,7 @@ import torch
 from .data.spec import map_to_crop
 from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
-from .mix.params import BoxParams
+from .mix.params import BlendParams, BoxParams, MaskParams
 from .seeding import generator
 
 __all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
@@ -98,17 +100,26 @@ def _inside(cov: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, params: BoxParams, *,
-               min_share: float = 0.25) -> PartTruth:
+def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, params: BoxParams | MaskParams | BlendParams,
+               *, min_share: float = 0.25) -> PartTruth:
     """The truth of one batch mixed with ``params`` (see the module docstring); ``cov``
-    and ``held`` from :meth:`PartMasks.in_crops` of the clean batch."""
-    if not isinstance(params, BoxParams):
-        raise ValueError(f"part truth is defined for box-mixing params (BoxParams), got {type(params).__name__}")
+    and ``held`` from :meth:`PartMasks.in_crops` of the clean batch. A mask or a blend
+    shows each pixel with its weight m (the own image) and 1 - m (the partner, in place):
+    t_a = sum(P_i m) / sum(P_i), t_b = sum(P_j (1 - m)) / sum(P_j), the box formula's
+    generalisation (a box's m is 0 inside, 1 outside)."""
+    if not isinstance(params, (BoxParams, MaskParams, BlendParams)):
+        raise ValueError(f"part truth is defined for box, mask and blend params, got {type(params).__name__}")
     perm = params.perm.cpu()
     total = cov.sum(dim=(1, 2))
-    t_a = 1.0 - _inside(cov, params.dst_box.cpu()) / total.clamp_min(1e-12)
-    t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
-    live = params.live.cpu() & bool(params.mix)
+    if isinstance(params, BoxParams):
+        t_a = 1.0 - _inside(cov, params.dst_box.cpu()) / total.clamp_min(1e-12)
+        t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
+        live = params.live.cpu() & bool(params.mix)
+    else:
+        m = params.masks.cpu().double() if isinstance(params, MaskParams) else params.lam.cpu().double()[:, None, None]
+        t_a = (cov * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
+        t_b = (cov[perm] * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
+        live = torch.full((len(perm),), bool(params.mix))  # a self-pair, as with boxes: a same-label pair, truth 1
     share = torch.minimum(held, held[perm])
     y = labels.cpu()
     return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], mixed=live, keep=live & (share >= min_share), share=share)

@@ -184,8 +184,10 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     embedded test split (dali_snapmix/fidelity.py). Draws from its own generators, after
     the run, so it changes nothing the run computed."""
     from .fidelity import PartMasks, measure, part_truth, snapshot
-    from .mix import BoxParams, CutMix, SnapMix
+    from .mix import BlendParams, BoxParams, MaskParams
     from .viz import save_sample_grid
+
+    scored = (BoxParams, MaskParams, BlendParams)  # where a pair's part truth is defined (fidelity.part_truth)
 
     found = {}
     # the loaders' epoch cfg.epochs: crops and order no training epoch drew
@@ -203,7 +205,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         parts = truth = None
         if parts_root is not None:
             parts, held = PartMasks(train_src.paths, root=parts_root).in_crops(b, spec.crop)
-            if isinstance(params, BoxParams):
+            if isinstance(params, scored):
                 truth = part_truth(parts, held, b.labels, params)
         save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
@@ -211,8 +213,8 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         del b
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
-        if not isinstance(mix, (CutMix, SnapMix)):
-            found["label_error"] = None  # no box, no part truth: baseline, Mixup, CutOut
+        if mix.params_type not in scored:
+            found["label_error"] = None  # no pair to score: baseline, CutOut, RICAP's four regions
         else:
             loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=True, **common)
             r = measure(mix, model=model, loader=loader, masks=PartMasks(test_src.paths, root=parts_root),

@@ -10,7 +10,7 @@ import torch
 from . import kernels
 from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
-from .mix.params import BoxParams
+from .mix.params import BlendParams, BoxParams, MaskParams
 from .mix.ricap import RICAPParams
 
 __all__ = ["save_sample_grid"]
@@ -35,8 +35,8 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
                      truth=None, n: int = 8, title: str = "") -> None:
     """One block per sample: the mixed image (captioned ``label:weight`` for each of its labels), with the
     pasted box (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
-    is known, the outline of the class-deciding parts the mixed image shows (green: the
-    sample's own, taken through the same paste; truth t_a / t_b in the caption). With
+    is known, the outline of the class-deciding parts the mixed image shows (green: taken
+    through the same paste, mask or blend; truth t_a / t_b in the caption). With
     SnapMix's ``cam``, two more panels: the SPM of the sample (its target box) and of its
     partner (its source box), as heat maps in multiples of a uniform map, one colour bar."""
     import matplotlib
@@ -55,7 +55,12 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         if boxes:  # the parts as the mixed image shows them: the same paste, applied to the masks
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=True, backend="reference")
+        elif isinstance(params, MaskParams) and params.mix:  # the same mask
+            kernels.mask_blend(shown, perm=params.perm, masks=params.masks.cpu(), backend="reference")
+        elif isinstance(params, BlendParams) and params.mix:  # the same blend
+            kernels.blend(shown, perm=params.perm, weights=params.lam.cpu(), backend="reference")
         shown = shown[:, 0].numpy()
+    level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
     per = 3 if maps is not None else 1
     cols = 2 if maps is not None else 4
@@ -76,8 +81,8 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         cap = " ".join(f"{int(y)}:{float(w):.2f}" for y, w in zip(out.labels[i], out.weights[i]))  # y_a:w_a y_b:w_b ...
         if boxes:
             _rect(ax, params.dst_box[i], edgecolor="white", linestyle="--", linewidth=1)
-        if shown is not None and shown[i].max() >= 0.5:
-            ax.contour(shown[i], levels=[0.5], colors="lime", linewidths=0.8)
+        if shown is not None and shown[i].max() >= level:
+            ax.contour(shown[i], levels=[level], colors="lime", linewidths=0.8)
         if truth is not None and bool(truth.keep[i]):
             # shares are >= 0: a -1e-17 from rounding would print as "-0.00"
             cap += f"\ntruth {max(0.0, float(truth.t_a[i])):.2f} {max(0.0, float(truth.t_b[i])):.2f}"

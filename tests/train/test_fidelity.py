@@ -8,7 +8,7 @@ import torch
 
 from dali_snapmix.data import DALILoader, ImageSource, TransformSpec
 from dali_snapmix.fidelity import PartMasks, label_errors, left_out, measure, part_truth, summarise
-from dali_snapmix.mix import BlendParams, BoxParams, CutMix, MixedBatch, SnapMix
+from dali_snapmix.mix import BoxParams, CutMix, CutOutParams, MixedBatch, SnapMix, build_mix
 from dali_snapmix.models import SmallCNN
 
 
@@ -70,8 +70,34 @@ def test_part_truth_keeps_only_mixed_samples_whose_crops_hold_their_parts():
     # 0: fine; 1: not mixed; 2: its own parts mostly cut away; 3: its partner's are
     assert t.keep.tolist() == [True, False, False, False]
     assert part_truth(cov, held, torch.arange(4), BoxParams(mix=False, perm=p.perm, src_box=box, dst_box=box)).keep.sum() == 0
-    with pytest.raises(ValueError, match="BlendParams"):
-        part_truth(cov, held, torch.arange(4), BlendParams(mix=True, perm=p.perm, lam=torch.ones(4)))
+    with pytest.raises(ValueError, match="box, mask and blend params, got CutOutParams"):
+        part_truth(cov, held, torch.arange(4), CutOutParams(apply=True, box=box))
+
+
+@pytest.mark.parametrize("method", ["fmix", "smoothmix", "samplepairing"])
+def test_mask_and_blend_truth_is_the_part_mass_the_mixed_image_shows(method):
+    """As the box test below: each sample's part map in a channel of its own, mixed by the
+    method itself on its own params; channel i of row i is what is left of i's parts,
+    channel perm[i] what the partner brought (a self-pair's both at once: its truth sums to 1)."""
+    rng = np.random.default_rng()
+    n, h = 6, 24
+    cov = torch.from_numpy(rng.random((n, h, h)) ** 4)  # uneven part maps
+    x = torch.zeros(n, n, h, h)
+    for i in range(n):
+        x[i, i] = cov[i].float()
+    y = torch.zeros(n, dtype=torch.int64)
+    mix = build_mix(method, per_sample=True) if method != "samplepairing" else build_mix(method)
+    p = mix.sample(x, y, rng=rng)
+    mixed = mix.apply(x.clone(), y, p).images.double()
+    total = cov.float().double().sum((1, 2))
+    t = part_truth(cov, torch.ones(n, dtype=torch.float64), torch.arange(n), p)
+    i, j = torch.arange(n), p.perm
+    self_pair = i == j
+    shown_a = mixed[i, i].sum((1, 2)) / total
+    shown_b = mixed[i, j].sum((1, 2)) / total[j]
+    torch.testing.assert_close(torch.where(self_pair, t.t_a + t.t_b, t.t_a), shown_a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(t.t_b[~self_pair], shown_b[~self_pair], rtol=0, atol=1e-5)
+    assert bool(t.mixed.all())
 
 
 def test_label_errors_score_what_the_loss_applies_and_keep_the_claim():
