@@ -89,3 +89,28 @@ def test_resizemix_switch_tiny_images_and_bad_parameters(rng):
     with pytest.raises(ValueError, match=r"prob must be in \[0, 1\], got 1.5"):
         ResizeMix(prob=1.5)
     np.testing.assert_equal(ResizeMix().scale, (0.1, 0.8))
+
+
+@pytest.mark.parametrize("n,size", [(1, 40), (6, 37)])
+def test_resizemix_nearest_is_the_release(rng, n, size):
+    """resize="nearest": the release's construction (trainer.py: the batch resized once by
+    F.interpolate(scale_factor=tau), nearest; a Python loop pasting each sample's partner
+    patch at its place), exact on the same params."""
+    x, y = batch(rng, n=n, size=size)
+    rm = ResizeMix(resize="nearest", seed=int(rng.integers(1 << 30)))
+    for _ in range(3):
+        p = rm.sample(x, y)
+        got = rm.apply(x.clone(), y, p)
+        small = F.interpolate(x.clone(), scale_factor=p.tau)  # mode="nearest", the default
+        want = x.clone()
+        for i in range(n):
+            y0, y1, x0, x1 = (int(v) for v in p.dst_box[i])
+            want[i, :, y0:y1, x0:x1] = small[int(p.perm[i])]
+        assert torch.equal(got.images, want), SEED
+        assert_close(got.w_b, (p.dst_box[:, 1] - p.dst_box[:, 0]) * (p.dst_box[:, 3] - p.dst_box[:, 2]) / size**2, tol=1e-6)
+        # not the bilinear default: the two resizes differ
+        assert not torch.equal(ResizeMix().apply(x.clone(), y, p).images, got.images)
+    with pytest.raises(ValueError, match=r"resize must be one of \('bilinear', 'nearest'\), got 'bicubic'"):
+        ResizeMix(resize="bicubic")
+    with pytest.raises(ValueError, match=r"tau must be in \(0, 1\], got 1.5"):
+        rm.apply(x.clone(), y, type(p)(mix=True, perm=p.perm, src_box=p.src_box, dst_box=p.dst_box, tau=1.5))
