@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import kernels
-from .base import MixedBatch, MixMethod, check_beta, check_prob
+from .base import check_beta, check_prob
+from .masks import MaskMethod, mask_params
 from .params import MaskParams, coin, permutation
 
 __all__ = ["FMix", "binarise", "low_freq_images"]
@@ -76,8 +76,7 @@ def binarise(g: torch.Tensor, ones: torch.Tensor, *, max_soft: float, lam: torch
     return m.reshape(n, h, w).float()
 
 
-class FMix(MixMethod):
-    params_type = MaskParams
+class FMix(MaskMethod):
     name = "fmix"
 
     def __init__(self, *, prob: float = 1.0, beta: float = 1.0, decay: float = 3.0, max_soft: float = 0.0,
@@ -106,23 +105,5 @@ class FMix(MixMethod):
         g = low_freq_images(noise, height=height, width=width, decay=self.decay, spectrum=self.spectrum)
         ones = torch.where(up, torch.ceil(lam * height * width), torch.floor(lam * height * width)).long()
         masks = binarise(g, ones, max_soft=self.max_soft, lam=lam)
-        w_a = masks.double().mean((1, 2)).float()
-        if k == 1:
-            masks, w_a = masks.expand(n, height, width), w_a.expand(n).contiguous()
-        return MaskParams(mix=mix, perm=perm, masks=masks, w_a=w_a)
+        return mask_params(mix=mix, perm=perm, masks=masks, w_a=masks.double().mean((1, 2)).float())
 
-    def _apply(self, images, labels, params: MaskParams, *, model=None, backend: str = "auto",
-               geometry=None) -> MixedBatch:
-        if not params.mix:
-            return self.unmixed(images, labels)
-        return mask_mix(images, labels, params, backend=backend, tag=self.name)
-
-
-def mask_mix(images: torch.Tensor, labels: torch.Tensor, params: MaskParams, *, backend: str, tag: str) -> MixedBatch:
-    """In place: each pixel ``m x_i + (1 - m) x_perm[i]``; labels (y, y[perm]) weighted
-    (w_a, 1 - w_a). Shared by the mask methods."""
-    dev = images.device
-    kernels.mask_blend(images, perm=params.perm, masks=params.masks.to(dev), backend=backend, tag=tag)
-    y = labels.to(dev, torch.int64)
-    w_a = params.w_a.to(dev)
-    return MixedBatch(images, y, y[params.perm.to(dev)], w_a, 1.0 - w_a)

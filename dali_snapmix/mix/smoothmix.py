@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MixedBatch, MixMethod, check_prob
-from .fmix import mask_mix
+from .base import check_prob
+from .masks import MaskMethod, mask_params
 from .params import MaskParams, coin, permutation
 
 __all__ = ["SmoothMix", "gaussian_masks"]
@@ -40,8 +40,7 @@ def gaussian_masks(centres: torch.Tensor, sigmas: torch.Tensor, *, height: int, 
     return torch.exp(-0.5 * (((yy - cy) / (s * height)) ** 2 + ((xx - cx) / (s * width)) ** 2))
 
 
-class SmoothMix(MixMethod):
-    params_type = MaskParams
+class SmoothMix(MaskMethod):
     name = "smoothmix"
 
     def __init__(self, *, prob: float = 1.0, sigma: tuple[float, float] = (0.25, 0.5), per_sample: bool = False,
@@ -65,13 +64,5 @@ class SmoothMix(MixMethod):
         sigmas = torch.from_numpy(rng.uniform(*self.sigma, size=k))
         centres = torch.from_numpy(np.stack([rng.integers(0, height, size=k), rng.integers(0, width, size=k)], 1))
         g = gaussian_masks(centres, sigmas, height=height, width=width)
-        masks, w_a = (1.0 - g).float(), (1.0 - g.mean((1, 2))).float()  # the own image keeps 1 - G
-        if k == 1:
-            masks, w_a = masks.expand(n, height, width), w_a.expand(n).contiguous()
-        return MaskParams(mix=mix, perm=perm, masks=masks, w_a=w_a)
-
-    def _apply(self, images, labels, params: MaskParams, *, model=None, backend: str = "auto",
-               geometry=None) -> MixedBatch:
-        if not params.mix:
-            return self.unmixed(images, labels)
-        return mask_mix(images, labels, params, backend=backend, tag=self.name)
+        # the own image keeps 1 - G
+        return mask_params(mix=mix, perm=perm, masks=(1.0 - g).float(), w_a=(1.0 - g.mean((1, 2))).float())

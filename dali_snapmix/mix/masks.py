@@ -1,0 +1,38 @@
+"""What the mask methods (FMix, SmoothMix) share: a params object from per-batch or
+per-sample masks, and the apply: ``kernels.mask_blend`` and area-of-mask labels."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import kernels
+from .base import MixedBatch, MixMethod
+from .params import MaskParams
+
+__all__ = ["MaskMethod", "mask_params"]
+
+
+def mask_params(*, mix: bool, perm: torch.Tensor, masks: torch.Tensor, w_a: torch.Tensor) -> MaskParams:
+    """MaskParams from k masks (k, H, W) and weights (k,): one per sample, or one (k = 1)
+    for the whole batch of len(perm), as an expanded view."""
+    n = len(perm)
+    if len(masks) == 1 and n != 1:
+        masks, w_a = masks.expand(n, *masks.shape[1:]), w_a.expand(n).contiguous()
+    return MaskParams(mix=mix, perm=perm, masks=masks, w_a=w_a)
+
+
+class MaskMethod(MixMethod):
+    """A method whose params are per-pixel weights: in place, each pixel
+    ``m x_i + (1 - m) x_perm[i]``; labels (y, y[perm]) weighted (w_a, 1 - w_a)."""
+
+    params_type = MaskParams
+
+    def _apply(self, images, labels, params: MaskParams, *, model=None, backend: str = "auto",
+               geometry=None) -> MixedBatch:
+        if not params.mix:
+            return self.unmixed(images, labels)
+        dev = images.device
+        kernels.mask_blend(images, perm=params.perm, masks=params.masks.to(dev), backend=backend, tag=self.name)
+        y = labels.to(dev, torch.int64)
+        w_a = params.w_a.to(dev)
+        return MixedBatch(images, y, y[params.perm.to(dev)], w_a, 1.0 - w_a)
