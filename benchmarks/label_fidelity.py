@@ -131,7 +131,10 @@ def load_model(path: Path, num_classes: int) -> tuple[torch.nn.Module, dict, Mid
     if cfg is None or "model" not in ck:
         raise SystemExit(f"--checkpoint {path}: not a checkpoint written by train_dali.py")
     model = build_model(cfg["model"], num_classes=num_classes)
-    branch = MidLevel(model, *mid_layer(model), num_classes) if cfg.get("midlevel") else None
+    branch = None
+    if cfg.get("midlevel"):
+        layer, width, normalise = mid_layer(model)
+        branch = MidLevel(model, layer, width, num_classes, normalise=normalise)
     (branch or model).load_state_dict(ck["model"])
     return model, cfg, branch
 

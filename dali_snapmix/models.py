@@ -176,12 +176,16 @@ def load_pretrained(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
 class MidLevel(nn.Module):
     """SnapMix's "baseline+" branch: the mid-level feature map (ResNet layer3), detached,
     -> 1x1 conv (same width) + ReLU -> global max pool -> linear classifier. Trained
-    with the same mixed loss; test score = logits + branch logits."""
+    with the same mixed loss; test score = logits + branch logits. ``normalise`` puts a
+    BatchNorm on the detached map first (not in the release): for maps that are not
+    post-ReLU activations, such as EfficientNet's stages (linear projections)."""
 
-    def __init__(self, backbone: nn.Module, layer: nn.Module, width: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, layer: nn.Module, width: int, num_classes: int, *,
+                 normalise: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        self.conv = nn.Sequential(nn.Conv2d(width, width, 1), nn.ReLU(inplace=True))
+        norm = [nn.BatchNorm2d(width)] if normalise else []
+        self.conv = nn.Sequential(*norm, nn.Conv2d(width, width, 1), nn.ReLU(inplace=True))
         self.fc = nn.Linear(width, num_classes)
         self._mid: torch.Tensor | None = None
         layer.register_forward_hook(self._keep)
@@ -217,14 +221,19 @@ class MidLevel(nn.Module):
         return self.conv(self._backbone_and_mid(x)[1])
 
 
-def mid_layer(model: nn.Module) -> tuple[nn.Module, int]:
-    """(module whose output feeds the branch, its channel count)."""
+def mid_layer(model: nn.Module) -> tuple[nn.Module, int, bool]:
+    """(module whose output feeds the branch, its channel count, whether the branch
+    normalises it: MidLevel's ``normalise``)."""
     if hasattr(model, "layer3"):  # torchvision ResNet
         l3 = model.layer3
-        return l3, l3[-1].conv3.out_channels if hasattr(l3[-1], "conv3") else l3[-1].conv2.out_channels
+        return l3, l3[-1].conv3.out_channels if hasattr(l3[-1], "conv3") else l3[-1].conv2.out_channels, False
     if isinstance(model, SmallCNN):
-        return model.features[2], model.features[2][3].out_channels
-    # Not timm's EfficientNet-Lite0 (its last stride-16 stage, blocks[4], would give 8x8
-    # maps at 128 px): the released branch on those unnormalised features diverged under
-    # the demo recipe (loss 4e6 after one epoch, 2e24 after three; 2026-12-05)
-    raise ValueError(f"--midlevel supports ResNet and small_cnn, not {type(model).__name__}")
+        return model.features[2], model.features[2][3].out_channels, False
+    blocks = getattr(model, "blocks", None)
+    if hasattr(model, "conv_head") and isinstance(blocks, nn.Sequential) and len(blocks) == 7:
+        # timm EfficientNet(-Lite): its 7 stages end at strides 2, 4, 8, 16, 16, 32, 32; the
+        # last at stride 16, like ResNet's layer3. Its output is a linear projection (mean
+        # |4.7|, max 39 on a batch): the release's branch on it diverged under the demo
+        # recipe (loss 4e6 after one epoch, 2e24 after three; 2026-12-05), so it is normalised
+        return blocks[4], blocks[4][-1].conv_pwl.out_channels, True
+    raise ValueError(f"--midlevel supports ResNet, timm EfficientNet and small_cnn, not {type(model).__name__}")

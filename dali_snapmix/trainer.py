@@ -334,10 +334,10 @@ def build_network(cfg: Config, num_classes: int, tdev: torch.device, rank: int) 
     model: nn.Module = backbone
     if cfg.midlevel:
         try:
-            layer, width = mid_layer(backbone)
+            layer, width, normalise = mid_layer(backbone)
         except ValueError as e:
             raise SystemExit(f"--midlevel: {e}") from None
-        model = MidLevel(backbone, layer, width, num_classes)
+        model = MidLevel(backbone, layer, width, num_classes, normalise=normalise)
     model = model.to(tdev)
     return backbone, model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 

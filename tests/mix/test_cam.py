@@ -94,23 +94,30 @@ def test_models_without_a_cam_head_get_a_clear_error():
         sm.apply(x, torch.tensor([0, 1]), BoxParams(True, torch.tensor([1, 0]), torch.tensor([[0, 4, 0, 4]] * 2), torch.tensor([[0, 4, 0, 4]] * 2)))
 
 
-def test_midlevel_branch_logits_and_its_cam_head():
+@pytest.mark.parametrize("normalise", [False, True])
+def test_midlevel_branch_logits_and_its_cam_head(normalise):
     """The baseline+ branch on SmallCNN: it reads the third stage (twice the last stage's
-    resolution), its logits are its linear layer over the max-pooled relu(conv(map)), and
-    its CAM head gives the classifier's weights over that same map, each against the
-    stages run by hand (no hook)."""
+    resolution), its logits are its linear layer over the max-pooled relu(conv(map)) (with
+    ``normalise``, of the map batch-normalised first), and its CAM head gives the
+    classifier's weights over that same map, each against the stages run by hand (no hook)."""
     from dali_snapmix.models import MidLevel, mid_layer
 
     torch.manual_seed(0)
     m = SmallCNN(5, width=8).eval()
-    layer, width = mid_layer(m)
-    assert layer is m.features[2] and width == 32
-    branch = MidLevel(m, layer, width, 5).eval()
+    layer, width, released = mid_layer(m)
+    assert layer is m.features[2] and width == 32 and not released
+    branch = MidLevel(m, layer, width, 5, normalise=normalise).eval()
     with torch.no_grad():
         branch.fc.bias.normal_(0, 1)
         x, y = torch.randn(3, 3, 32, 32), torch.tensor([1, 4, 1])
         mid = m.features[2](m.features[1](m.features[0](x)))
-        want_map = F.relu(F.conv2d(mid, branch.conv[0].weight, branch.conv[0].bias))
+        if normalise:  # eval mode: the running statistics, here made up
+            bn = branch.conv[0]
+            bn.running_mean.normal_(0, 1), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(1, 0.2), bn.bias.normal_(0, 0.2)
+            mid = (mid - bn.running_mean[:, None, None]) / (bn.running_var[:, None, None] + bn.eps).sqrt()
+            mid = mid * bn.weight[:, None, None] + bn.bias[:, None, None]
+        conv = branch.conv[-2]
+        want_map = F.relu(F.conv2d(mid, conv.weight, conv.bias))
         _, logits = branch(x)
         cams = class_activation_maps(branch.cam_head(), x, y)
         last = m.features(x)

@@ -47,6 +47,11 @@ def test_lite0_new_classifier_keeps_the_body_and_gives_cams():
     # global average pooling + linear: a CAM's spatial mean is the model's own logit
     assert cams.shape == (3, 3, 3)
     torch.testing.assert_close(cams.mean((1, 2)), logits[torch.arange(3), y], rtol=1e-5, atol=1e-5)
+    # --midlevel: the last stride-16 stage (6x6 maps at 96 px, twice the last stage's), normalised
+    from dali_snapmix.models import mid_layer
+
+    layer, width, normalise = mid_layer(m)
+    assert layer is m.blocks[4] and width == 112 and normalise
 
 
 def test_lite0_trains_in_the_trainer_with_its_own_normalisation(birds, tmp_path, capsys):
