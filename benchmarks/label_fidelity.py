@@ -27,7 +27,9 @@ old: the previous epoch's crops, the previous epoch's model), its improved seman
 beside it), and SnapMix with the CAMs of the model after its first epoch; a sanity row
 (weights = the truth: zero error, up to the float32 rounding of the label contract's
 weights) and a shuffled-truth row (the truth of another sample of the batch: the error
-of a useless label). Paired differences, each over the same samples with a bootstrap
+of a useless label). Each row also gets its own useless reference (its different-label
+weights against its truths in every order) and the skill, its error over that: a row
+whose truths spread less (a soft mask) has smaller errors for that reason alone. Paired differences, each over the same samples with a bootstrap
 95 % interval: SnapMix - area on its boxes (released and improved), low-res - exact,
 cached - exact (exact re-scored on the cached row's batches). Each figure at every
 ``--min-share`` (0.25 and 0.01 by default: how much of a sample's parts its crop must
@@ -348,12 +350,14 @@ def main(argv=None) -> dict:
 
     head = (f"{cfg['model']} trained {cfg['epochs']} epochs with {cfg['mix']} (seed {cfg['seed']}, {ckpt}); test split, "
             f"{passes} passes of random crops; weights scored as the loss applies them; a lie is a weight off by more "
-            f"than {LIE}; samples scored where both crops hold >= {shares[0]} of their parts")
+            f"than {LIE}; samples scored where both crops hold >= {shares[0]} of their parts; useless: the row's own "
+            f"different-label weights against its truths in every order (a label that knows nothing of the image), "
+            f"skill = MAE different-label / useless")
     extra = shares[1:]
     lines = [head, "| labels | crop | CAM | MAE different-label | MAE w_a | MAE w_b | MAE same-label (applied) | "
-             "(claimed) | MAE all | lies | weights | left out |" + "".join(f" MAE diff @{v} | MAE all @{v} | left out @{v} |"
-                                                                         for v in extra),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|---|" * len(extra)]
+             "(claimed) | MAE all | lies | weights | left out | useless different-label | skill |"
+             + "".join(f" MAE diff @{v} | MAE all @{v} | left out @{v} |" for v in extra),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|---|" * len(extra)]
     def f(v: float) -> str:
         return "-" if v != v else f"{v:.3f}"  # NaN: no weight of that kind (the improved rows have no self-pairs)
 
@@ -361,7 +365,8 @@ def main(argv=None) -> dict:
         h = r["at"][str(shares[0])]
         lines.append(f"| {name} | {r['crop']} | {r['map'] or '-'} | {h['mae_diff']:.3f} | {h['mae_a']:.3f} | "
                      f"{h['mae_b']:.3f} | {f(h['mae_same'])} | {f(h['mae_same_claim'])} | {h['mae']:.3f} | "
-                     f"{h['lies']:.1%} | {h['weights']} | {h['left_out']}/{r['mixed']} |"
+                     f"{h['lies']:.1%} | {h['weights']} | {h['left_out']}/{r['mixed']} | {f(h['useless_diff'])} | "
+                     f"{f(h['skill_diff'])} |"
                      + "".join(f" {r['at'][str(v)]['mae_diff']:.3f} | {r['at'][str(v)]['mae']:.3f} | "
                                f"{r['at'][str(v)]['left_out']}/{r['mixed']} |" for v in extra))
     lines += ["", "paired, different-label weights of the same samples: mean |error| difference, 95 % bootstrap "

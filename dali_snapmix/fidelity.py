@@ -168,11 +168,17 @@ def summarise(rows: list[dict[str, np.ndarray]], *, min_share: float | None = No
     weights of the different-label pairs), ``mae_a``, ``mae_b``, ``mae_same`` (a
     same-label class weight as the loss applies it), ``mae_same_claim`` (as the rule
     states it), ``mae`` (every weight, as applied); ``lies`` and ``lies_diff``: shares
-    of weights off by more than LIE."""
+    of weights off by more than LIE; ``useless_diff``: the different-label error of the
+    same weights scored against the truth of a random other weight of the row (averaged
+    over every permutation, exactly: the mean of |w_i - t_j| over all i, j), what a label
+    that knows nothing of the image scores on this row's weights and truths, and
+    ``skill_diff`` = mae_diff / useless_diff (1: no better than that; rows whose truths
+    spread less have smaller errors for that reason alone)."""
     c = _joined(rows, min_share)
     err, kind = np.abs(c["weight"] - c["truth"]), c["kind"]
     claim_err = np.abs(c["claim"] - c["truth"])
     diff = kind != "same"
+    useless = float(np.abs(c["weight"][diff][:, None] - c["truth"][diff][None, :]).mean()) if diff.any() else float("nan")
 
     def mean(e, sel) -> float:
         return float(e[sel].mean()) if sel.any() else float("nan")
@@ -181,7 +187,8 @@ def summarise(rows: list[dict[str, np.ndarray]], *, min_share: float | None = No
             "mae_same": mean(err, kind == "same"), "mae_same_claim": mean(claim_err, kind == "same"),
             "mae": mean(err, np.ones_like(diff)), "lies": mean(err > LIE, np.ones_like(diff)),
             "lies_diff": mean(err > LIE, diff), "weights": int(err.size), "pairs_diff": int((kind == "a").sum()),
-            "pairs_same": int((kind == "same").sum())}
+            "pairs_same": int((kind == "same").sum()), "useless_diff": useless,
+            "skill_diff": mean(err, diff) / useless if useless > 0 else float("nan")}
 
 
 def left_out(result: dict, min_share: float) -> int:

@@ -134,6 +134,22 @@ def test_label_errors_score_what_the_loss_applies_and_keep_the_claim():
     assert left_out({"mixed_share": np.array([0.9, 0.5, 0.1])}, 0.6) == 2
 
 
+def test_useless_label_error_averages_every_permutation_of_the_truths():
+    """useless_diff: the different-label weights against the row's truths in every order,
+    by brute force over all 5! orders; the same-label weight takes no part; skill is the ratio."""
+    import itertools
+
+    g = np.random.default_rng()
+    w, t = g.random(5), g.random(5)
+    rows = [{"weight": np.r_[w, 0.9], "claim": np.r_[w, 0.9], "truth": np.r_[t, 0.1],
+             "kind": np.array(["a", "b", "a", "b", "a", "same"]), "sample": np.array([0, 0, 1, 1, 2, 3]),
+             "share": np.ones(6)}]
+    want = np.mean([np.abs(w - t[list(p)]).mean() for p in itertools.permutations(range(5))])
+    s = summarise(rows)
+    assert s["useless_diff"] == pytest.approx(want, rel=1e-12)
+    assert s["skill_diff"] == pytest.approx(np.abs(w - t).mean() / want, rel=1e-12)
+
+
 def _rows(errors_a, errors_b, *, truth=0.5, share=1.0):
     """label_errors-like rows: one batch, sample k's two weights off by errors_a[k], errors_b[k]."""
     n = len(errors_a)
