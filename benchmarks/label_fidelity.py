@@ -18,7 +18,9 @@ beside it).
 
 Rows: CutMix, asymmetric CutMix and ResizeMix (area labels, their own boxes and partners);
 FMix and SmoothMix (mask-mass labels; a pixel of weight m shows m of one image's parts and
-1 - m of the other's) and SamplePairing ((1, 0) on a half-half blend); area
+1 - m of the other's), SamplePairing ((1, 0) on a half-half blend) and every variant of
+the mixed-example family (area labels; a per-element mask shows a pixel's parts by the
+mean of its channels' weights); area
 labels on SnapMix's own params (the same partners and boxes as the snapmix row: the
 labelling rule alone differs); SnapMix exact at the training crop and at larger crops of
 the same model (finer CAMs), its low-resolution mode, its cached mode (maps one epoch
@@ -60,12 +62,14 @@ from dali_snapmix.mix import (
     CutMix,
     FMix,
     MixedBatch,
+    MixedExample,
     MixMethod,
     ResizeMix,
     SamplePairing,
     SmoothMix,
     SnapMix,
 )
+from dali_snapmix.mix.mixed_example import VARIANTS as MIXED_EXAMPLE_VARIANTS
 from dali_snapmix.mix.params import paste_boxes
 from dali_snapmix.models import MidLevel, build_model, input_normalisation, mid_layer
 from dali_snapmix.trainer import train
@@ -302,6 +306,8 @@ def main(argv=None) -> dict:
     run("fmix", FMix(num_classes=K))  # the mask's mean: area labels on a free-form mask
     run("smoothmix", SmoothMix(num_classes=K))  # mask-mass labels on a soft mask
     run("samplepairing", SamplePairing(num_classes=K))  # (1, 0) on a half-half blend
+    for v in MIXED_EXAMPLE_VARIANTS:  # area labels on concatenations, cells, intervals and Bernoulli masks
+        run(f"mixed-example: {v}", MixedExample(variant=v, num_classes=K))
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))
     run("snapmix", SnapMix(num_classes=K))
     for c in crops:

@@ -9,7 +9,8 @@ The loader is excluded: every step starts from the same pre-loaded batch (a copy
 since mixing works in place; the copy is in every variant). Every method mixes on every
 step (prob 1): the figures are the cost of a mixing step; at a switch probability p a
 run pays p times the overhead. Variants:
-  baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing, snapmix
+  baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing,
+  mixed-example (its default variant, vh-mixup), snapmix
                                              our methods (SnapMix exact, released semantics)
   snapmix-lowres                             SnapMix with the CAM pass on a half-size copy
   snapmix-cached                             SnapMix with cached CAMs re-projected into each
@@ -90,7 +91,7 @@ def main(argv=None) -> dict:
     mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
                            **({"autocast": amp} if m == "snapmix" else {}))
               for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "resizemix", "ricap", "fmix", "smoothmix",
-                        "samplepairing")}
+                        "samplepairing", "mixed-example")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
     mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5,
                                          autocast=amp)
@@ -162,7 +163,7 @@ def main(argv=None) -> dict:
         opt.step()
 
     names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "snapmix", "snapmix-lowres",
+             "samplepairing", "mixed-example", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
     times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .mix import METHODS
+from .mix.mixed_example import VARIANTS as MIXED_EXAMPLE_VARIANTS
 
 __all__ = ["APPLIES", "BIRDS", "CAM_PASS", "CHOICES", "FP16_ON_CPU", "OPTIONS", "PRESETS", "RUN_ONLY", "Config", "check",
            "for_method", "mix_cycle", "mixing_on", "options_not_taken", "parse_args"]
@@ -34,13 +35,15 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
     mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix)
     snapmix_semantics: str | None = None  # released (default) | improved (see dali_snapmix/mix/snapmix.py)
     cam_resolution: float | None = None  # SnapMix CAM pass on a copy downscaled by this factor, in (0, 1] (0.5: low-res mode)
     cam_cache_every: int | None = None  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
+    mixed_example_variant: str | None = None  # the mixed-example family's variant (default vh-mixup; mix/mixed_example.py)
+    mixed_example_semantics: str | None = None  # paper (default) | released (its mixed concat's swapped splits)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -84,7 +87,8 @@ PRESETS = {
 CHOICES = {
     "preset": list(PRESETS), "data_loader": ["dali", "pytorch"], "device": ["auto", "gpu", "cpu"],
     "mix": list(METHODS), "snapmix_semantics": ["released", "improved"], "resize_mode": ["shorter", "warp"],
-    "amp": ["off", "bf16", "fp16"],
+    "amp": ["off", "bf16", "fp16"], "mixed_example_variant": list(MIXED_EXAMPLE_VARIANTS),
+    "mixed_example_semantics": ["paper", "released"],
 }
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
@@ -93,6 +97,8 @@ OPTIONS = {
     "snapmix_semantics": ("semantics", ["snapmix"]),
     "cam_resolution": ("cam_resolution", ["snapmix"]),
     "cam_cache_every": ("cache", ["snapmix"]),  # a CAMCache refreshed every N epochs
+    "mixed_example_variant": ("variant", ["mixed-example"]),
+    "mixed_example_semantics": ("semantics", ["mixed-example"]),
 }
 APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last

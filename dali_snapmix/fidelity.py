@@ -116,7 +116,11 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
         t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
         live = params.live.cpu() & bool(params.mix)
     else:
-        m = params.masks.cpu().double() if isinstance(params, MaskParams) else params.lam.cpu().double()[:, None, None]
+        if isinstance(params, MaskParams):  # per-element masks: a pixel shows the mean of its channels' weights
+            m = params.masks.cpu().double()
+            m = m.mean(1) if m.dim() == 4 else m
+        else:
+            m = params.lam.cpu().double()[:, None, None]
         t_a = (cov * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
         t_b = (cov[perm] * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
         live = torch.full((len(perm),), bool(params.mix))  # a self-pair, as with boxes: a same-label pair, truth 1

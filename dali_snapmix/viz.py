@@ -56,7 +56,8 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=True, backend="reference")
         elif isinstance(params, MaskParams) and params.mix:  # the same mask
-            kernels.mask_blend(shown, perm=params.perm, masks=params.masks.cpu(), backend="reference")
+            m = params.masks.cpu()
+            kernels.mask_blend(shown, perm=params.perm, masks=m.mean(1) if m.dim() == 4 else m, backend="reference")
         elif isinstance(params, BlendParams) and params.mix:  # the same blend
             kernels.blend(shown, perm=params.perm, weights=params.lam.cpu(), backend="reference")
         shown = shown[:, 0].numpy()

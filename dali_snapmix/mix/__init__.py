@@ -14,6 +14,7 @@ from .cam_cache import CAMCache
 from .cutmix import CutMix
 from .cutout import CutOut
 from .fmix import FMix
+from .mixed_example import MixedExample
 from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams, MaskParams
 from .resizemix import ResizeMix
@@ -24,7 +25,7 @@ from .snapmix import SnapMix
 
 __all__ = [
     "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "MaskParams", "MixMethod",
-    "MixedBatch", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -39,6 +40,7 @@ METHODS = {
     "fmix": FMix,
     "smoothmix": SmoothMix,
     "samplepairing": SamplePairing,
+    "mixed-example": MixedExample,
 }
 
 

@@ -1,4 +1,4 @@
-"""What the mask methods (FMix, SmoothMix) share: a params object from per-batch or
+"""What the mask methods (FMix, SmoothMix, the mixed-example family) share: a params object from per-batch or
 per-sample masks, and the apply: ``kernels.mask_blend`` and area-of-mask labels."""
 
 from __future__ import annotations
@@ -32,7 +32,15 @@ class MaskMethod(MixMethod):
         if not params.mix:
             return self.unmixed(images, labels)
         dev = images.device
-        kernels.mask_blend(images, perm=params.perm, masks=params.masks.to(dev), backend=backend, tag=self.name)
+        if params.masks.dim() == 4:  # one weight per element: a plain torch blend, either device
+            if params.masks.shape[1] != images.shape[1]:
+                raise ValueError(f"per-element masks have {params.masks.shape[1]} channels, the images "
+                                 f"{images.shape[1]}")
+            with kernels.nvtx_range(f"{self.name}/element_blend"):
+                m = params.masks.to(dev)
+                images.copy_((m * images.float() + (1 - m) * images[params.perm.to(dev)].float()).to(images.dtype))
+        else:
+            kernels.mask_blend(images, perm=params.perm, masks=params.masks.to(dev), backend=backend, tag=self.name)
         y = labels.to(dev, torch.int64)
         w_a = params.w_a.to(dev)
         return MixedBatch(images, y, y[params.perm.to(dev)], w_a, 1.0 - w_a)

@@ -84,10 +84,10 @@ class BoxParams:
 
 @dataclass(frozen=True)
 class MaskParams:
-    """FMix, SmoothMix, GridMix: ``masks`` float32 (N, H, W), each pixel's weight of the
-    sample's own image (the partner ``perm[i]`` gets 1 - mask; a mask shared by the batch
-    is an expanded view), and ``w_a`` float32 (N,), the label weight of the own image
-    (the partner's is 1 - w_a)."""
+    """FMix, SmoothMix, the mixed-example family: ``masks`` float32 (N, H, W), each
+    pixel's weight of the sample's own image (the partner ``perm[i]`` gets 1 - mask; a
+    mask shared by the batch is an expanded view), or (N, C, H, W), each element's; and
+    ``w_a`` float32 (N,), the label weight of the own image (the partner's is 1 - w_a)."""
 
     mix: bool
     perm: torch.Tensor
@@ -96,7 +96,9 @@ class MaskParams:
 
     def check(self, *, n: int, height: int, width: int) -> None:
         _check_perm(self.perm, n)
-        _check_tensor("masks", self.masks, shape=(n, height, width), dtypes=(torch.float32,))
+        per_element = isinstance(self.masks, torch.Tensor) and self.masks.dim() == 4
+        shape = (n, self.masks.shape[1], height, width) if per_element else (n, height, width)
+        _check_tensor("masks", self.masks, shape=shape, dtypes=(torch.float32,))
         _check_tensor("w_a", self.w_a, shape=(n,), dtypes=(torch.float32,))
         for name, t in (("masks", self.masks), ("w_a", self.w_a)):
             bad = ~((t >= 0) & (t <= 1))  # NaN fails too

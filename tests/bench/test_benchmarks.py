@@ -15,7 +15,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "snapmix", "snapmix-lowres",
+             "samplepairing", "mixed-example", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference")
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
@@ -110,7 +110,8 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     # zero up to the float32 rounding of the contract's weights
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
+    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "mixed-example: vh-mixup",
+                 "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
         r = rows[name]

@@ -37,7 +37,7 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert "paste_resized" in r["kernels"]
     for name in gpu_check.OVERHEAD:
         rows = r["overhead"][name]["rows"]
-        assert len(rows) == 15 and rows["snapmix"]["step_ms"] > 0 and rows["samplepairing"]["step_ms"] > 0, name
+        assert len(rows) == 16 and rows["snapmix"]["step_ms"] > 0 and rows["samplepairing"]["step_ms"] > 0, name
         assert r["overhead"][name]["figures"]["setting"]["device"] == "cpu"
     md = (out / "report.md").read_text()
     assert "REHEARSAL" in md and "Problems: 0" in md and "| memcheck | ok |" in md

@@ -10,7 +10,19 @@ import pytest
 import torch
 
 from dali_snapmix.data.spec import CropGeometry
-from dali_snapmix.mix import RICAP, CAMCache, CutMix, CutOut, FMix, Mixup, ResizeMix, SamplePairing, SmoothMix, SnapMix
+from dali_snapmix.mix import (
+    RICAP,
+    CAMCache,
+    CutMix,
+    CutOut,
+    FMix,
+    MixedExample,
+    Mixup,
+    ResizeMix,
+    SamplePairing,
+    SmoothMix,
+    SnapMix,
+)
 from dali_snapmix.models import SmallCNN
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: tests/gpu/ runs on a GPU "
@@ -46,6 +58,9 @@ METHODS = {
     "fmix per-sample": lambda: FMix(per_sample=True, num_classes=K),
     "smoothmix": lambda: SmoothMix(num_classes=K),
     "samplepairing": lambda: SamplePairing(num_classes=K),
+    "mixed-example pixels": lambda: MixedExample(variant="random-pixels", num_classes=K),
+    "mixed-example elements": lambda: MixedExample(variant="random-elements", num_classes=K),
+    "mixed-example column-interval": lambda: MixedExample(variant="column-interval", num_classes=K),
 }
 
 

@@ -14,7 +14,18 @@ os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dali_snapmix.mix import CAMHead, CutMix, CutOut, FMix, Mixup, ResizeMix, SamplePairing, SmoothMix, SnapMix  # noqa: E402
+from dali_snapmix.mix import (  # noqa: E402
+    CAMHead,
+    CutMix,
+    CutOut,
+    FMix,
+    MixedExample,
+    Mixup,
+    ResizeMix,
+    SamplePairing,
+    SmoothMix,
+    SnapMix,
+)
 
 
 def check(name: str, cuda, cpu) -> None:
@@ -48,11 +59,12 @@ def main() -> None:
         "fmix per-sample": FMix(per_sample=True, max_soft=0.1, num_classes=K),
         "smoothmix": SmoothMix(num_classes=K),
         "samplepairing": SamplePairing(num_classes=K),
+        "mixed-example column-interval": MixedExample(variant="column-interval", num_classes=K),
         "snapmix released": SnapMix(cam_head=head, num_classes=K),
         "snapmix improved": SnapMix(cam_head=head, semantics="improved", beta=1.0, num_classes=K),
         "snapmix symmetric": SnapMix(cam_head=head, symmetric=True, num_classes=K),
     }
-    once = {"fmix per-sample", "smoothmix", "samplepairing"}  # their kernel's own tests run many draws
+    once = {"fmix per-sample", "smoothmix", "samplepairing", "mixed-example column-interval"}  # their kernel's own tests run many draws
     for name, mix in methods.items():
         for rep in range(1 if name in once else 3):
             params = mix.sample(x, y, rng=np.random.default_rng([seed, rep]))

@@ -74,8 +74,10 @@ def test_part_truth_keeps_only_mixed_samples_whose_crops_hold_their_parts():
         part_truth(cov, held, torch.arange(4), CutOutParams(apply=True, box=box))
 
 
-@pytest.mark.parametrize("method", ["fmix", "smoothmix", "samplepairing"])
-def test_mask_and_blend_truth_is_the_part_mass_the_mixed_image_shows(method):
+@pytest.mark.parametrize("method,options", [("fmix", {"per_sample": True}), ("smoothmix", {"per_sample": True}),
+                                            ("samplepairing", {}), ("mixed-example", {"variant": "vh-mixup"}),
+                                            ("mixed-example", {"variant": "random-pixels"})])
+def test_mask_and_blend_truth_is_the_part_mass_the_mixed_image_shows(method, options):
     """As the box test below: each sample's part map in a channel of its own, mixed by the
     method itself on its own params; channel i of row i is what is left of i's parts,
     channel perm[i] what the partner brought (a self-pair's both at once: its truth sums to 1)."""
@@ -86,7 +88,7 @@ def test_mask_and_blend_truth_is_the_part_mass_the_mixed_image_shows(method):
     for i in range(n):
         x[i, i] = cov[i].float()
     y = torch.zeros(n, dtype=torch.int64)
-    mix = build_mix(method, per_sample=True) if method != "samplepairing" else build_mix(method)
+    mix = build_mix(method, **options)
     p = mix.sample(x, y, rng=rng)
     mixed = mix.apply(x.clone(), y, p).images.double()
     total = cov.float().double().sum((1, 2))
