@@ -350,6 +350,8 @@ def main(argv=None) -> dict:
              "snapmix, mid-level CAMs - snapmix": ("snapmix, mid-level CAMs", "snapmix"),
              "snapmix-improved, mid-level CAMs - snapmix-improved": ("snapmix-improved, mid-level CAMs",
                                                                      "snapmix-improved"),
+             "snapmix-improved, mid-level CAMs - area-on-improved-boxes": ("snapmix-improved, mid-level CAMs",
+                                                                           "area-on-improved-boxes"),
              "snapmix-cached - snapmix": ("snapmix-cached", "snapmix, cached row's batches")}
     paired_at = {str(v): {n: paired(rows[x]["rows"], rows[y]["rows"], min_share=v, seed=cfg["seed"])
                           for n, (x, y) in pairs.items() if x in rows and y in rows} for v in shares}

@@ -155,6 +155,7 @@ def test_label_fidelity_benchmark_midlevel_rows(tmp_path, capsys):
     assert h > h0 and w > w0, (mid["map"], snap["map"])
     d = pairs["snapmix, mid-level CAMs - snapmix"]
     assert d["lo"] <= d["diff"] <= d["hi"] and "snapmix-improved, mid-level CAMs - snapmix-improved" in pairs
+    assert "snapmix-improved, mid-level CAMs - area-on-improved-boxes" in pairs
 
 
 def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
