@@ -60,7 +60,7 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     assert saved["protocols"]["finetune"]["summary"].keys() == rep["protocols"]["finetune"]["summary"].keys()
     assert (tmp_path / "acc" / "accuracy.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="unknown"):
-        accuracy(["--quick", "--methods", "fmix"])
+        accuracy(["--quick", "--methods", "puzzlemix"])
 
 
 def test_accuracy_benchmark_embedded_protocol_quick(tmp_path, capsys):
@@ -172,7 +172,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 12
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 16
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m
