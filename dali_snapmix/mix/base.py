@@ -47,6 +47,16 @@ class MixedBatch:
                              f"{tuple(labels.shape)}")
         self.images, self.labels, self.weights = images, labels, weights
 
+    @classmethod
+    def with_partner(cls, images: torch.Tensor, labels: torch.Tensor, perm: torch.Tensor,
+                     w_b: torch.Tensor) -> MixedBatch:
+        """K = 2 from a partner and its weight: labels (y, y[perm]), weights (1 - w_b, w_b),
+        on the images' device (``w_b`` float32 (N,), anywhere)."""
+        dev = images.device
+        y = labels.to(dev, torch.int64)
+        w_b = w_b.to(dev)
+        return cls(images, y, y[perm.to(dev)], 1.0 - w_b, w_b)
+
     @property
     def k(self) -> int:
         """Labels per sample."""

@@ -52,7 +52,4 @@ class CutMix(MixMethod):
         area = box_area(params.dst_box).double() / (h * w)
         if self.asymmetric:  # no paste, no mix
             area = torch.where(live, area, torch.zeros_like(area))
-        dev = images.device
-        y = labels.to(dev, torch.int64)
-        w_b = area.float().to(dev)
-        return MixedBatch(images, y, y[params.perm.to(dev)], 1.0 - w_b, w_b)
+        return MixedBatch.with_partner(images, labels, params.perm, area.float())

@@ -94,10 +94,7 @@ class ResizeMix(MixMethod):
         else:
             kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=False, backend=backend, tag=self.name)
-        dev = images.device
-        y = labels.to(dev, torch.int64)
-        w_b = (box_area(params.dst_box).double() / (h * w)).float().to(dev)
-        return MixedBatch(images, y, y[params.perm.to(dev)], 1.0 - w_b, w_b)
+        return MixedBatch.with_partner(images, labels, params.perm, (box_area(params.dst_box).double() / (h * w)).float())
 
 
 def paste_nearest(images: torch.Tensor, params: ResizeParams, *, tag: str) -> None:
