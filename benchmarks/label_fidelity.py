@@ -71,7 +71,7 @@ from dali_snapmix.mix import (
 )
 from dali_snapmix.mix.mixed_example import VARIANTS as MIXED_EXAMPLE_VARIANTS
 from dali_snapmix.mix.params import paste_boxes
-from dali_snapmix.models import MidLevel, build_model, input_normalisation, mid_layer
+from dali_snapmix.models import MidLevel, build_model, input_normalisation
 from dali_snapmix.trainer import train
 
 
@@ -139,8 +139,7 @@ def load_model(path: Path, num_classes: int) -> tuple[torch.nn.Module, dict, Mid
     model = build_model(cfg["model"], num_classes=num_classes)
     branch = None
     if cfg.get("midlevel"):
-        layer, width, normalise = mid_layer(model)
-        branch = MidLevel(model, layer, width, num_classes, normalise=normalise)
+        branch = MidLevel.on(model, num_classes)
     (branch or model).load_state_dict(ck["model"])
     return model, cfg, branch
 

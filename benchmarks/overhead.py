@@ -53,6 +53,9 @@ from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
 from dali_snapmix.timing import clock, shuffled_rounds
 
+# the methods without a CAM pass, each a row at its paper's defaults (prob 1)
+HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example")
+
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,8 +93,7 @@ def main(argv=None) -> dict:
     # leave a kernel uncompiled after the warm-up)
     mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
                            **({"autocast": amp} if m == "snapmix" else {}))
-              for m in ("baseline", "mixup", "cutmix", "cutout", "snapmix", "resizemix", "ricap", "fmix", "smoothmix",
-                        "samplepairing", "mixed-example")}
+              for m in ("baseline", *HAND_CRAFTED, "snapmix")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
     mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5,
                                          autocast=amp)
@@ -162,8 +164,7 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    names = ["baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "snapmix", "snapmix-lowres",
+    names = ["baseline", "baseline-again", *HAND_CRAFTED, "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
     times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,

@@ -33,7 +33,7 @@ import torch
 from .data.spec import map_to_crop
 from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
-from .mix.params import BlendParams, BoxParams, MaskParams
+from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
 from .seeding import generator
 
 __all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
@@ -116,11 +116,7 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
         t_b = _inside(cov[perm], params.src_box.cpu()) / total[perm].clamp_min(1e-12)
         live = params.live.cpu() & bool(params.mix)
     else:
-        if isinstance(params, MaskParams):  # per-element masks: a pixel shows the mean of its channels' weights
-            m = params.masks.cpu().double()
-            m = m.mean(1) if m.dim() == 4 else m
-        else:
-            m = params.lam.cpu().double()[:, None, None]
+        m = pixel_weights(params, height=cov.shape[1], width=cov.shape[2])
         t_a = (cov * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
         t_b = (cov[perm] * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
         live = torch.full((len(perm),), bool(params.mix))  # a self-pair, as with boxes: a same-label pair, truth 1

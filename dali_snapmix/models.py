@@ -190,6 +190,13 @@ class MidLevel(nn.Module):
         self._mid: torch.Tensor | None = None
         layer.register_forward_hook(self._keep)
 
+    @classmethod
+    def on(cls, backbone: nn.Module, num_classes: int) -> MidLevel:
+        """The branch on ``backbone``'s mid layer, normalised where that layer needs it
+        (:func:`mid_layer`); ValueError for a backbone it does not know."""
+        layer, width, normalise = mid_layer(backbone)
+        return cls(backbone, layer, width, num_classes, normalise=normalise)
+
     def _keep(self, module, inputs, output) -> None:
         self._mid = output
 

@@ -52,7 +52,6 @@ from .models import (
     init_new_head,
     input_normalisation,
     load_pretrained,
-    mid_layer,
 )
 from .seeding import generator, torch_seed
 
@@ -334,10 +333,9 @@ def build_network(cfg: Config, num_classes: int, tdev: torch.device, rank: int) 
     model: nn.Module = backbone
     if cfg.midlevel:
         try:
-            layer, width, normalise = mid_layer(backbone)
+            model = MidLevel.on(backbone, num_classes)
         except ValueError as e:
             raise SystemExit(f"--midlevel: {e}") from None
-        model = MidLevel(backbone, layer, width, num_classes, normalise=normalise)
     model = model.to(tdev)
     return backbone, model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 

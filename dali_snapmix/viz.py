@@ -10,7 +10,7 @@ import torch
 from . import kernels
 from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
-from .mix.params import BlendParams, BoxParams, MaskParams
+from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
 from .mix.ricap import RICAPParams
 
 __all__ = ["save_sample_grid"]
@@ -55,11 +55,9 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         if boxes:  # the parts as the mixed image shows them: the same paste, applied to the masks
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=True, backend="reference")
-        elif isinstance(params, MaskParams) and params.mix:  # the same mask
-            m = params.masks.cpu()
-            kernels.mask_blend(shown, perm=params.perm, masks=m.mean(1) if m.dim() == 4 else m, backend="reference")
-        elif isinstance(params, BlendParams) and params.mix:  # the same blend
-            kernels.blend(shown, perm=params.perm, weights=params.lam.cpu(), backend="reference")
+        elif isinstance(params, (MaskParams, BlendParams)) and params.mix:  # the same mask or blend
+            m = pixel_weights(params, height=shown.shape[2], width=shown.shape[3]).float()
+            kernels.mask_blend(shown, perm=params.perm, masks=m, backend="reference")
         shown = shown[:, 0].numpy()
     level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None

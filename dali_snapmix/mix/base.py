@@ -48,14 +48,20 @@ class MixedBatch:
         self.images, self.labels, self.weights = images, labels, weights
 
     @classmethod
-    def with_partner(cls, images: torch.Tensor, labels: torch.Tensor, perm: torch.Tensor,
-                     w_b: torch.Tensor) -> MixedBatch:
-        """K = 2 from a partner and its weight: labels (y, y[perm]), weights (1 - w_b, w_b),
-        on the images' device (``w_b`` float32 (N,), anywhere)."""
+    def with_partner(cls, images: torch.Tensor, labels: torch.Tensor, perm: torch.Tensor, *,
+                     w_a: torch.Tensor | None = None, w_b: torch.Tensor | None = None) -> MixedBatch:
+        """K = 2 from a partner and one of the two weights (float32 (N,), on any device):
+        labels (y, y[perm]), weights (w_a, 1 - w_a) or (1 - w_b, w_b), on the images' device."""
+        if (w_a is None) == (w_b is None):
+            raise ValueError("with_partner takes one of w_a= and w_b=")
         dev = images.device
         y = labels.to(dev, torch.int64)
+        y_b = y[perm.to(dev)]
+        if w_b is None:
+            w_a = w_a.to(dev)
+            return cls(images, y, y_b, w_a, 1.0 - w_a)
         w_b = w_b.to(dev)
-        return cls(images, y, y[perm.to(dev)], 1.0 - w_b, w_b)
+        return cls(images, y, y_b, 1.0 - w_b, w_b)
 
     @property
     def k(self) -> int:

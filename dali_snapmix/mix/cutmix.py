@@ -52,4 +52,4 @@ class CutMix(MixMethod):
         area = box_area(params.dst_box).double() / (h * w)
         if self.asymmetric:  # no paste, no mix
             area = torch.where(live, area, torch.zeros_like(area))
-        return MixedBatch.with_partner(images, labels, params.perm, area.float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=area.float())

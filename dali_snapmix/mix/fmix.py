@@ -68,8 +68,7 @@ def binarise(g: torch.Tensor, ones: torch.Tensor, *, max_soft: float, lam: torch
     flat = g.reshape(n, size)
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(size).expand(n, size))
-    eff = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1 - lam)) if max_soft > 0 else torch.zeros_like(lam)
-    soft = (size * eff).long()
+    soft = (size * torch.minimum(lam, 1 - lam).clamp(max=max_soft)).long()
     lo, hi = (ones - soft)[:, None], (ones + soft)[:, None]
     band = 1.0 - (rank - lo).double() / (hi - lo - 1).clamp_min(1).double()  # linspace(1, 0, hi - lo) at rank - lo
     m = torch.where(rank < lo, 1.0, torch.where(rank >= hi, 0.0, band))

@@ -41,6 +41,4 @@ class MaskMethod(MixMethod):
                 images.copy_((m * images.float() + (1 - m) * images[params.perm.to(dev)].float()).to(images.dtype))
         else:
             kernels.mask_blend(images, perm=params.perm, masks=params.masks.to(dev), backend=backend, tag=self.name)
-        y = labels.to(dev, torch.int64)
-        w_a = params.w_a.to(dev)
-        return MixedBatch(images, y, y[params.perm.to(dev)], w_a, 1.0 - w_a)
+        return MixedBatch.with_partner(images, labels, params.perm, w_a=params.w_a)

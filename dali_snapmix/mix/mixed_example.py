@@ -127,4 +127,4 @@ class MixedExample(MaskMethod):
         # equal sizes with align_corners=True: every source coordinate is a pixel, an exact copy
         kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                               align_corners=True, backend=backend, tag=self.name)
-        return MixedBatch.with_partner(images, labels, params.perm, (box_area(params.dst_box).double() / (h * w)).float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=(box_area(params.dst_box).double() / (h * w)).float())

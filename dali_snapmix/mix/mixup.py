@@ -38,6 +38,4 @@ class Mixup(MixMethod):
         if not params.mix:
             return self.unmixed(images, labels)
         kernels.blend(images, perm=params.perm, weights=params.lam, backend=backend, tag=self.name)
-        y = labels.to(images.device, torch.int64)
-        w = params.lam.to(images.device)
-        return MixedBatch(images, y, y[params.perm.to(images.device)], w, 1.0 - w)
+        return MixedBatch.with_partner(images, labels, params.perm, w_a=params.lam)

@@ -107,6 +107,16 @@ class MaskParams:
                 raise ValueError(f"{name} must be in [0, 1], got {name}{list(i)} = {float(t[i])}")
 
 
+def pixel_weights(params: MaskParams | BlendParams, *, height: int, width: int) -> torch.Tensor:
+    """float64 (N, H, W) on the host: each pixel's weight of the sample's own image under a
+    mask (per-element masks: the mean of the pixel's channels) or a blend (lam everywhere);
+    the partner's is 1 - it. What the part truth and the sample grid weigh parts by."""
+    if isinstance(params, BlendParams):
+        return params.lam.cpu().double()[:, None, None].expand(len(params.lam), height, width)
+    m = params.masks.cpu().double()
+    return m.mean(1) if m.dim() == 4 else m
+
+
 @dataclass(frozen=True)
 class CutOutParams:
     """CutOut: ``apply`` (the switch coin) and int64 (N, 4) boxes."""

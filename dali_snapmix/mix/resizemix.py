@@ -94,7 +94,7 @@ class ResizeMix(MixMethod):
         else:
             kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=False, backend=backend, tag=self.name)
-        return MixedBatch.with_partner(images, labels, params.perm, (box_area(params.dst_box).double() / (h * w)).float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=(box_area(params.dst_box).double() / (h * w)).float())
 
 
 def paste_nearest(images: torch.Tensor, params: ResizeParams, *, tag: str) -> None:

@@ -45,7 +45,4 @@ class SamplePairing(MixMethod):
         if not params.mix:
             return self.unmixed(images, labels)
         kernels.blend(images, perm=params.perm, weights=params.lam, backend=backend, tag=self.name)
-        dev = images.device
-        y = labels.to(dev, torch.int64)
-        ones = torch.ones(len(y), device=dev)
-        return MixedBatch(images, y, y[params.perm.to(dev)], ones, torch.zeros_like(ones))
+        return MixedBatch.with_partner(images, labels, params.perm, w_a=torch.ones(len(labels)))  # the first label only

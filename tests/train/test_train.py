@@ -24,13 +24,12 @@ def _independent_scores(run: Path, data: Path) -> tuple[float, float]:
     """(top-1, top-1 of logits + branch logits) of a --midlevel small_cnn run, from its
     saved weights, scored here sample by sample rather than by the trainer's evaluate()."""
     from dali_snapmix.data import ImageSource, TransformSpec, make_loader
-    from dali_snapmix.models import MidLevel, build_model, input_normalisation, mid_layer
+    from dali_snapmix.models import MidLevel, build_model, input_normalisation
 
     cfg = json.loads((run / "config.json").read_text())
     test = ImageSource.from_folder(data / "test")
     backbone = build_model("small_cnn", num_classes=test.num_classes)
-    layer, width, normalise = mid_layer(backbone)
-    model = MidLevel(backbone, layer, width, test.num_classes, normalise=normalise)
+    model = MidLevel.on(backbone, test.num_classes)
     model.load_state_dict(torch.load(run / "last.pt", weights_only=False)["model"])
     model.eval()
     mean, std = input_normalisation("small_cnn")
