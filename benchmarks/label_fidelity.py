@@ -16,7 +16,8 @@ pairs, where every rule's weights mean the same thing (a same-label pair's class
 w_a + w_b from the loss, twice what SnapMix's released rule states: that claim is shown
 beside it).
 
-Rows: CutMix, asymmetric CutMix and ResizeMix (area labels, their own boxes and partners);
+Rows: CutMix, asymmetric CutMix, ResizeMix and SaliencyMix (area labels, their own boxes
+and partners);
 FMix and SmoothMix (mask-mass labels; a pixel of weight m shows m of one image's parts and
 1 - m of the other's), SamplePairing ((1, 0) on a half-half blend) and every variant of
 the mixed-example family (area labels; a per-element mask shows a pixel's parts by the
@@ -65,6 +66,7 @@ from dali_snapmix.mix import (
     MixedExample,
     MixMethod,
     ResizeMix,
+    SaliencyMix,
     SamplePairing,
     SmoothMix,
     SnapMix,
@@ -305,6 +307,8 @@ def main(argv=None) -> dict:
     run("fmix", FMix(num_classes=K))  # the mask's mean: area labels on a free-form mask
     run("smoothmix", SmoothMix(num_classes=K))  # mask-mass labels on a soft mask
     run("samplepairing", SamplePairing(num_classes=K))  # (1, 0) on a half-half blend
+    # area labels on a box around the source's saliency peak (the detector reads 8-bit levels)
+    run("saliencymix", SaliencyMix(num_classes=K, mean=mean, std=std))
     for v in MIXED_EXAMPLE_VARIANTS:  # area labels on concatenations, cells, intervals and Bernoulli masks
         run(f"mixed-example: {v}", MixedExample(variant=v, num_classes=K))
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))

@@ -10,8 +10,12 @@ since mixing works in place; the copy is in every variant). Every method mixes o
 step (prob 1): the figures are the cost of a mixing step; at a switch probability p a
 run pays p times the overhead. Variants:
   baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing,
-  mixed-example (its default variant, vh-mixup), snapmix
+  mixed-example (its default variant, vh-mixup), saliencymix (a saliency map per sample), snapmix
                                              our methods (SnapMix exact, released semantics)
+  saliencymix-released                       SaliencyMix with one saliency map per batch (its release)
+  saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
+                                             the host, OpenCV's CPU detector, a slice paste (needs
+                                             opencv-contrib-python-headless; else no row)
   snapmix-lowres                             SnapMix with the CAM pass on a half-size copy
   snapmix-cached                             SnapMix with cached CAMs re-projected into each
                                              step's crops (new random windows and flips every
@@ -47,14 +51,59 @@ import numpy as np
 import torch
 
 from dali_snapmix.data import CropGeometry
-from dali_snapmix.mix import CAMCache, CAMHead, build_mix, mixed_cross_entropy
+from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD
+from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, mixed_cross_entropy
 from dali_snapmix.mix.params import sample_box_params
 from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
 from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
-HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example")
+HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
+                "saliencymix")
+
+
+def opencv_saliency():
+    """OpenCV-contrib's fine-grained detector, or None where cv2 lacks the contrib modules
+    (plain opencv-python, as on the GPU machine) or is absent."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2.saliency.StaticSaliencyFineGrained_create() if hasattr(cv2, "saliency") else None
+
+
+def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
+    """SaliencyMix as its release runs the detector, but per sample (GuidedMixup's Table 2
+    setting): one lam and randperm per batch (the release's draws, in its order), then for
+    each sample its source copied to the host, OpenCV's detector on its 8-bit image,
+    ``np.argmax`` and the clipped box; the patches pasted from a copy of the sources, as the
+    release's right-hand side ``images[rand_index, ...]`` is. The same draws and boxes as
+    ``SaliencyMix`` (paper semantics) given the same generator state."""
+    n, _, h, w = images.shape
+    rng.random()  # the switch coin (prob 1)
+    lam = rng.beta(1.0, 1.0)
+    perm = rng.permutation(n)
+    m = np.asarray(mean, np.float32)[:, None, None]
+    s = np.asarray(std, np.float32)[:, None, None]
+    cut = np.sqrt(1.0 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    boxes = []
+    for i in range(n):
+        src = images[perm[i]].cpu().numpy()
+        rgb = np.clip(np.rint((src * s + m) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        _, sal = detector.computeSaliency(np.ascontiguousarray(rgb[..., ::-1]))
+        sal = (sal * 255).astype(np.uint8) if sal.dtype != np.uint8 else sal
+        cy, cx = np.unravel_index(np.argmax(sal, axis=None), sal.shape)
+        boxes.append((np.clip(cy - ch // 2, 0, h), np.clip(cy + ch // 2, 0, h), np.clip(cx - cw // 2, 0, w),
+                      np.clip(cx + cw // 2, 0, w)))
+    idx = torch.from_numpy(perm).to(images.device)
+    sources = images[idx]
+    w_b = torch.empty(n, dtype=torch.float64)
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        images[i, :, y0:y1, x0:x1] = sources[i, :, y0:y1, x0:x1]
+        w_b[i] = (y1 - y0) * (x1 - x0) / (h * w)
+    return MixedBatch.with_partner(images, labels, idx, w_b=w_b.float())
 
 
 def main(argv=None) -> dict:
@@ -95,6 +144,10 @@ def main(argv=None) -> dict:
                            **({"autocast": amp} if m == "snapmix" else {}))
               for m in ("baseline", *HAND_CRAFTED, "snapmix")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
+    mixers["saliencymix-released"] = build_mix("saliencymix", num_classes=a.classes, seed=a.seed, prob=1.0,
+                                               semantics="released")
+    detector = opencv_saliency()
+    sal_rng = np.random.default_rng(a.seed)
     mixers["snapmix-lowres"] = build_mix("snapmix", num_classes=a.classes, seed=a.seed, prob=1.0, cam_resolution=0.5,
                                          autocast=amp)
     # the cache holds the batch's maps after the warm-up; never stale here (per-step cost)
@@ -146,6 +199,9 @@ def main(argv=None) -> dict:
                 p = sample_box_params(ref_rng, n=a.batch, height=a.crop, width=a.crop, prob=1.0, beta=5.0,
                                       asymmetric=True, per_sample=False)
                 target = released_snapmix(x, labels, p, head=head)
+        elif name == "saliencymix-reference":
+            target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
+                                               std=IMAGENET_STD)
         elif name == "floor":
             with torch.no_grad():
                 floor_forward(x)
@@ -164,8 +220,13 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    names = ["baseline", "baseline-again", *HAND_CRAFTED, "snapmix", "snapmix-lowres",
+    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
+    if detector is not None:
+        names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
+    else:
+        print("no saliencymix-reference row: OpenCV's contrib modules are not installed "
+              "(pip install opencv-contrib-python-headless)")
     # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
     times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,
                             seed=a.seed, measure=clock(dev.type))
@@ -212,7 +273,7 @@ def main(argv=None) -> dict:
 
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
-        ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44"}.get(n, "#888") for n in names])
+        ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

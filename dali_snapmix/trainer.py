@@ -35,6 +35,7 @@ from .config import (
     CAM_PASS,
     FP16_ON_CPU,
     OPTIONS,
+    PIXEL_LEVELS,
     RUN_ONLY,
     Config,
     for_method,
@@ -72,6 +73,9 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         opts["cache"] = CAMCache(size=dataset_size, refresh_every=opts["cache"], device=device) if opts["cache"] else None
     if cfg.mix in CAM_PASS:
         opts.update(autocast=cfg.amp != "off", channels_last=True if cfg.channels_last else None)
+    if cfg.mix in PIXEL_LEVELS:
+        mean, std = input_normalisation(cfg.model)
+        opts.update(mean=mean, std=std)
     try:
         return build_mix(cfg.mix, num_classes=num_classes, **opts)
     except ValueError as e:

@@ -19,13 +19,14 @@ from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams, MaskParams
 from .resizemix import ResizeMix
 from .ricap import RICAP, RICAPParams
+from .saliencymix import SaliencyMix
 from .samplepairing import SamplePairing
 from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
     "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "MaskParams", "MixMethod",
-    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -41,6 +42,7 @@ METHODS = {
     "smoothmix": SmoothMix,
     "samplepairing": SamplePairing,
     "mixed-example": MixedExample,
+    "saliencymix": SaliencyMix,
 }
 
 

@@ -11,17 +11,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["box_area", "rand_boxes"]
+__all__ = ["box_area", "boxes_around", "rand_boxes"]
 
 
 def rand_boxes(lam, *, height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
     """int64 (n, 4) boxes (y0, y1, x0, x1), one per entry of ``lam`` (array-like, (n,))."""
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    cy = rng.integers(0, height, size=lam.size)
+    cx = rng.integers(0, width, size=lam.size)
+    return boxes_around(lam, cy, cx, height=height, width=width)
+
+
+def boxes_around(lam, cy, cx, *, height: int, width: int) -> torch.Tensor:
+    """int64 (n, 4) boxes for ratios ``lam`` centred on pixels (``cy``, ``cx``) (array-likes, (n,))."""
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    cy, cx = np.asarray(cy, dtype=np.int64).reshape(-1), np.asarray(cx, dtype=np.int64).reshape(-1)
     cut = np.sqrt(1.0 - lam)
     ch = (height * cut).astype(np.int64)  # truncation, as int() in the released code
     cw = (width * cut).astype(np.int64)
-    cy = rng.integers(0, height, size=lam.size)
-    cx = rng.integers(0, width, size=lam.size)
     box = np.stack(
         [np.clip(cy - ch // 2, 0, height), np.clip(cy + ch // 2, 0, height),
          np.clip(cx - cw // 2, 0, width), np.clip(cx + cw // 2, 0, width)],

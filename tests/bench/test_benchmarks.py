@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.overhead import main as overhead
+from benchmarks.overhead import opencv_saliency, saliencymix_authors_style
 
 
 def test_overhead_benchmark_runs(tmp_path, capsys):
@@ -15,8 +16,8 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "snapmix", "snapmix-lowres",
-             "snapmix-cached", "floor", "snapmix-reference")
+             "samplepairing", "mixed-example", "saliencymix", "saliencymix-released", "snapmix", "snapmix-lowres",
+             "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
         assert f"| {name} |" in out and len(t[name]) == 2
@@ -31,6 +32,34 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else
     assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
     assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_saliencymix_reference_is_saliencymix_the_authors_way():
+    """The overhead's authors'-style row computes what SaliencyMix computes (same draws):
+    the speed-up is for the same output."""
+    import torch
+
+    from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD
+    from dali_snapmix.mix import SaliencyMix
+
+    if opencv_saliency() is None:
+        pytest.skip("opencv-contrib-python-headless is not installed")
+    x, y = torch.randn(5, 3, 40, 36), torch.arange(5)
+    want = SaliencyMix(seed=7)(x.clone(), y)
+    got = saliencymix_authors_style(x.clone(), y, rng=np.random.default_rng(7), detector=opencv_saliency(),
+                                    mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert torch.equal(got.images, want.images) and torch.equal(got.weights, want.weights)
+    assert torch.equal(got.labels, want.labels) and not torch.equal(got.images, x)
+
+
+def test_saliency_release_script(capsys):
+    """The release's map (the detector on the normalised float32 tensor) against the 8-bit
+    image's, on the photograph alone: the script runs and its correlation is recomputed."""
+    pytest.importorskip("cv2")
+    from benchmarks.saliency_release import main as saliency_release
+
+    (row,) = saliency_release(["--birds", "0", "--size", "96"])
+    assert -1.0 <= row["correlation"] <= 1.0 and f"| grace_hopper.jpg | {row['correlation']:+.3f} |" in capsys.readouterr().out
 
 
 def test_accuracy_benchmark_quick(tmp_path, capsys):
@@ -110,7 +139,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     # zero up to the float32 rounding of the contract's weights
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "mixed-example: vh-mixup",
+    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -172,7 +201,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 16
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 18 + (opencv_saliency() is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

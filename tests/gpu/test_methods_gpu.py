@@ -19,6 +19,7 @@ from dali_snapmix.mix import (
     MixedExample,
     Mixup,
     ResizeMix,
+    SaliencyMix,
     SamplePairing,
     SmoothMix,
     SnapMix,
@@ -58,6 +59,7 @@ METHODS = {
     "fmix per-sample": lambda: FMix(per_sample=True, num_classes=K),
     "smoothmix": lambda: SmoothMix(num_classes=K),
     "samplepairing": lambda: SamplePairing(num_classes=K),
+    "saliencymix": lambda: SaliencyMix(num_classes=K),
     "mixed-example pixels": lambda: MixedExample(variant="random-pixels", num_classes=K),
     "mixed-example elements": lambda: MixedExample(variant="random-elements", num_classes=K),
     "mixed-example column-interval": lambda: MixedExample(variant="column-interval", num_classes=K),
@@ -130,3 +132,19 @@ def test_cam_cache_on_cuda_equals_cpu():
     mix(x.cuda(), y.cuda(), model=model, geometry=geo)
     mix(x.cuda(), y.cuda(), model=model, geometry=geo)
     assert mix.cache_stats["exact"] == 8 and mix.cache_stats["cached"] == 8
+
+
+def test_saliency_on_cuda_equals_cpu():
+    """The batched detector on the GPU: the same maps bit for bit (integer and IEEE float32
+    steps only), so SaliencyMix samples the same boxes from a CUDA batch."""
+    from dali_snapmix.mix.saliency import fine_grained_saliency
+
+    g = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (6, 3, 96, 80), generator=g, dtype=torch.int32)
+    levels[:, :, 30:50, 20:40] = 250  # a bright patch: a peak with structure around it
+    assert torch.equal(fine_grained_saliency(levels.cuda()).cpu(), fine_grained_saliency(levels))
+    x, y = _batch(n=7, side=96)
+    for semantics in ("paper", "released"):
+        cpu = SaliencyMix(semantics=semantics, seed=3).sample(x, y)
+        gpu = SaliencyMix(semantics=semantics, seed=3).sample(x.cuda(), y.cuda())
+        assert torch.equal(gpu.dst_box, cpu.dst_box) and torch.equal(gpu.perm, cpu.perm), semantics
