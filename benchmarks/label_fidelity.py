@@ -30,7 +30,8 @@ old: the previous epoch's crops, the previous epoch's model), its improved seman
 beside it), and SnapMix with the CAMs of the model after its first epoch; a sanity row
 (weights = the truth: zero error, up to the float32 rounding of the label contract's
 weights) and a shuffled-truth row (the truth of another sample of the batch: the error
-of a useless label). Each row also gets its own useless reference (its different-label
+of a useless label). Not scored: CutOut and RICAP (no pair), Manifold Mixup (it mixes
+hidden states: no part of the image belongs to either label). Each row also gets its own useless reference (its different-label
 weights against its truths in every order) and the skill, its error over that: a row
 whose truths spread less (a soft mask) has smaller errors for that reason alone. Paired differences, each over the same samples with a bootstrap
 95 % interval: SnapMix - area on its boxes (released and improved), low-res - exact,

@@ -10,7 +10,9 @@ since mixing works in place; the copy is in every variant). Every method mixes o
 step (prob 1): the figures are the cost of a mixing step; at a switch probability p a
 run pays p times the overhead. Variants:
   baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing,
-  mixed-example (its default variant, vh-mixup), saliencymix (a saliency map per sample), snapmix
+  mixed-example (its default variant, vh-mixup), saliencymix (a saliency map per sample),
+  manifold (Manifold Mixup: its hook mixes inside the training forward, so its time is in the
+  step, not inside the augmentation), snapmix
                                              our methods (SnapMix exact, released semantics)
   saliencymix-released                       SaliencyMix with one saliency map per batch (its release)
   saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
@@ -52,7 +54,7 @@ import torch
 
 from dali_snapmix.data import CropGeometry
 from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD
-from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, mixed_cross_entropy
+from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, hidden_mixing, mixed_cross_entropy
 from dali_snapmix.mix.params import sample_box_params
 from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
@@ -60,7 +62,7 @@ from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
 HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
-                "saliencymix")
+                "saliencymix", "manifold")
 
 
 def opencv_saliency():
@@ -213,7 +215,7 @@ def main(argv=None) -> dict:
         sync()
         aug_time.setdefault(name, []).append(time.perf_counter() - t)
         cam_time.setdefault(name, []).append(cam_now[0])
-        with autocast():
+        with autocast(), hidden_mixing(target):  # Manifold Mixup's hook; else nothing
             logits = model(target.images)
         loss = mixed_cross_entropy(logits.float(), target)
         opt.zero_grad(set_to_none=True)

@@ -35,10 +35,10 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
-    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix)
+    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
     snapmix_semantics: str | None = None  # released (default) | improved (see dali_snapmix/mix/snapmix.py)
     cam_resolution: float | None = None  # SnapMix CAM pass on a copy downscaled by this factor, in (0, 1] (0.5: low-res mode)
     cam_cache_every: int | None = None  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
@@ -94,7 +94,7 @@ CHOICES = {
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
     "mix_prob": ("prob", [m for m in METHODS if m != "baseline"]),
-    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap", "fmix"]),
+    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap", "fmix", "manifold"]),
     "snapmix_semantics": ("semantics", ["snapmix"]),
     "cam_resolution": ("cam_resolution", ["snapmix"]),
     "cam_cache_every": ("cache", ["snapmix"]),  # a CAMCache refreshed every N epochs

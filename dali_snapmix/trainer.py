@@ -44,7 +44,7 @@ from .config import (
     parse_args,
 )
 from .data import Batch, ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
-from .mix import CAMCache, MixMethod, build_mix, mixed_cross_entropy
+from .mix import CAMCache, MixMethod, build_mix, hidden_mixing, mixed_cross_entropy
 from .models import (
     SHIPS_WEIGHTS,
     MidLevel,
@@ -86,7 +86,7 @@ def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device):
     """Forward + the mixed loss; Inception's auxiliary head adds 0.4 x, the mid-level
     branch 1 x the same mixed loss. Returns (main logits, loss)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    with torch.autocast(tdev.type, dtype=dtype, enabled=dtype is not None):
+    with torch.autocast(tdev.type, dtype=dtype, enabled=dtype is not None), hidden_mixing(target):
         out = model(images)
     extra = None
     if isinstance(out, tuple) and not hasattr(out, "aux_logits"):  # MidLevel: (backbone output, branch logits)
@@ -210,9 +210,11 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
             parts, held = PartMasks(train_src.paths, root=parts_root).in_crops(b, spec.crop)
             if isinstance(params, scored):
                 truth = part_truth(parts, held, b.labels, params)
+        hidden = getattr(target, "hidden", None)  # Manifold Mixup: the images enter unmixed
+        where = f" (mixed inside the model at {hidden.name}: the inputs shown)" if hidden is not None else ""
         save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
-                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label")
+                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label{where}")
         del b
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)

@@ -2,7 +2,8 @@
 
     mix = build_mix("snapmix", num_classes=200)
     out = mix(batch.images, batch.labels, model=model)   # images mixed in place
-    loss = mixed_cross_entropy(model(out.images), out)
+    with hidden_mixing(out):                              # Manifold Mixup's hook; else nothing
+        loss = mixed_cross_entropy(model(out.images), out)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .cam_cache import CAMCache
 from .cutmix import CutMix
 from .cutout import CutOut
 from .fmix import FMix
+from .manifold import ManifoldMixup, hidden_mixing
 from .mixed_example import MixedExample
 from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams, MaskParams
@@ -25,8 +27,8 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "MaskParams", "MixMethod",
-    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "mixed_cross_entropy", "soft_targets",
+    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "ManifoldMixup", "MaskParams", "MixMethod",
+    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -43,6 +45,7 @@ METHODS = {
     "samplepairing": SamplePairing,
     "mixed-example": MixedExample,
     "saliencymix": SaliencyMix,
+    "manifold": ManifoldMixup,
 }
 
 

@@ -16,7 +16,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "saliencymix", "saliencymix-released", "snapmix", "snapmix-lowres",
+             "samplepairing", "mixed-example", "saliencymix", "manifold", "saliencymix-released", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
@@ -201,7 +201,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 18 + (opencv_saliency() is not None)
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 19 + (opencv_saliency() is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

@@ -148,3 +148,29 @@ def test_saliency_on_cuda_equals_cpu():
         cpu = SaliencyMix(semantics=semantics, seed=3).sample(x, y)
         gpu = SaliencyMix(semantics=semantics, seed=3).sample(x.cuda(), y.cuda())
         assert torch.equal(gpu.dst_box, cpu.dst_box) and torch.equal(gpu.perm, cpu.perm), semantics
+
+
+def test_manifold_mixup_step_on_cuda_equals_cpu():
+    """Manifold Mixup's hook on a CUDA forward: the same logits and loss as on the CPU for
+    each layer of S (cuDNN's convolutions: within float32 summation-order error)."""
+    import torchvision
+
+    from dali_snapmix.mix import ManifoldMixup, hidden_mixing, mixed_cross_entropy
+    from dali_snapmix.mix.manifold import ManifoldParams
+
+    x, y = _batch(n=6, side=64)
+    torch.manual_seed(0)
+    cpu = torchvision.models.resnet18(num_classes=K).eval()
+    gpu = copy.deepcopy(cpu).cuda()
+    mix = ManifoldMixup()
+    for layer in range(3):
+        p = ManifoldParams(mix=True, perm=torch.tensor([3, 0, 5, 1, 2, 4]), lam=0.35, layer=layer)
+        t_cpu = mix.apply(x.clone(), y, p, model=cpu)
+        t_gpu = mix.apply(x.cuda(), y.cuda(), p, model=gpu)
+        with torch.no_grad(), hidden_mixing(t_cpu):
+            l_cpu = cpu(t_cpu.images)
+        with torch.no_grad(), hidden_mixing(t_gpu):
+            l_gpu = gpu(t_gpu.images)
+        torch.testing.assert_close(l_gpu.cpu(), l_cpu, rtol=0, atol=1e-3)
+        torch.testing.assert_close(mixed_cross_entropy(l_gpu, t_gpu).cpu(), mixed_cross_entropy(l_cpu, t_cpu),
+                                   rtol=0, atol=1e-4)

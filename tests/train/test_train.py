@@ -155,6 +155,34 @@ def test_inception_aux_loss_is_weighted():
     assert loss.item() == pytest.approx(want.item(), rel=1e-5) and logits.shape == (2, 3)
 
 
+def test_the_training_forward_mixes_manifold_mixups_hidden_layer():
+    """The trainer's forward (logits_and_loss) under a Manifold Mixup batch: small_cnn
+    written out stage by stage with its stage-1 output mixed by hand, the same loss; the
+    MidLevel branch's loss included (it reads the backbone's mixed state)."""
+    import torch.nn.functional as F
+
+    from dali_snapmix.mix import ManifoldMixup
+    from dali_snapmix.mix.manifold import ManifoldParams
+    from dali_snapmix.models import MidLevel, SmallCNN
+
+    torch.manual_seed(0)
+    m = SmallCNN(3, width=4).eval()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 2, 1, 1])
+    p = ManifoldParams(mix=True, perm=torch.tensor([1, 3, 0, 2]), lam=0.3, layer=2)  # "features.1"
+    t = ManifoldMixup().apply(x.clone(), y, p, model=m)
+    _, loss = logits_and_loss(m, t.images, t, amp="off", tdev=torch.device("cpu"))
+    with torch.no_grad():
+        h = m.features[1](m.features[0](x))
+        h = 0.3 * h + 0.7 * h[p.perm]
+        logits = m.fc(torch.flatten(m.pool(m.features[3](m.features[2](h))), 1))
+    want = (0.3 * F.cross_entropy(logits, y, reduction="none") + 0.7 * F.cross_entropy(logits, y[p.perm], reduction="none")).mean()
+    assert loss.item() == pytest.approx(want.item(), abs=1e-6)
+    branch = MidLevel.on(m, 3).eval()
+    _, with_branch = logits_and_loss(branch, t.images, t, amp="off", tdev=torch.device("cpu"))
+    _, unmixed = logits_and_loss(branch, t.images, ManifoldMixup().unmixed(x, y), amp="off", tdev=torch.device("cpu"))
+    assert with_branch.item() != pytest.approx(unmixed.item(), abs=1e-4) and with_branch.item() > loss.item()
+
+
 def _run(args, **kw):
     return subprocess.Popen([sys.executable, str(ROOT / "train_dali.py"), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
