@@ -8,8 +8,9 @@ Numba and its CUDA target are imported only when a kernel first runs.
 
 from ._target import nvtx_range
 from .blend import blend, mask_blend
+from .centre_surround import centre_surround
 from .fill_box import fill_box
 from .paste_resized import paste_resized
 from .spm_box_mass import spm_box_mass
 
-__all__ = ["blend", "fill_box", "mask_blend", "nvtx_range", "paste_resized", "spm_box_mass"]
+__all__ = ["blend", "centre_surround", "fill_box", "mask_blend", "nvtx_range", "paste_resized", "spm_box_mass"]

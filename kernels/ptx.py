@@ -23,10 +23,11 @@ __all__ = ["compile_all", "ptxas_report", "signatures"]
 
 def signatures():
     """(name, python kernel body, argument types) for every CUDA kernel and dtype."""
-    from numba import boolean, float32, float64, int64, uint16
+    from numba import boolean, float32, float64, int32, int64, uint16
 
     # (from-imports: the package re-exports functions under the modules' names)
     from .blend import python_kernels as blend_kernels
+    from .centre_surround import python_kernels as saliency_kernels
     from .paste_resized import python_kernels as paste_kernels
     from .spm_box_mass import python_kernels as spm_kernels
 
@@ -42,6 +43,10 @@ def signatures():
     (masses,) = spm_kernels("cuda")
     for dt, arr in (("float32", float32[::1]), ("float64", float64[::1])):
         out.append((f"spm_box_mass[{dt}]", masses, (arr, i64, float64[::1], float64[::1], float64[::1], float64[::1], int64, float64[::1], int64, int64, int64, int64, int64, int64)))
+    contrast, merge = saliency_kernels("cuda")
+    i32, f32 = int32[::1], float32[::1]
+    out.append(("centre_surround.contrast", contrast, (f32, f32, i32, i32, int64, int64, int64, i64, int64)))
+    out.append(("centre_surround.merge", merge, (i32, i32, i32, i32, i32, int64, int64)))
     return out
 
 

@@ -13,19 +13,25 @@ to the image, centre excluded; on and off summed over the scales and each scaled
 [0, 255] by its image's maximum; the map is 255 (on + off) / max(max on, max off), cast to
 8 bits as OpenCV's C cast does (a value over 255 wraps).
 
-Batched in torch, integer-exact where OpenCV is: the luma and the smoothing in OpenCV's
-fixed point, the window sums from an int64 integral image, the window means in float32 in OpenCV's order
-of operations. OpenCV accumulates its integral image in float32, exact while an image's
-grey levels sum below 2^24 (every image up to 256 x 256): there the maps are equal bit
-for bit (``tests/mix/test_saliency.py`` checks them against OpenCV's own); above that
-OpenCV's running sums round on their way and ours round once, so a few pixels in a
-thousand of a large map differ, by one level.
+Batched, integer-exact where OpenCV is: the luma and the smoothing in OpenCV's fixed
+point (torch ops on float32 integers below 2^24: exact on every device), the integral
+image summed in float64 and kept in float32 as OpenCV keeps it, then the window means,
+their sums over the scales and the merge in the kernel ``kernels.centre_surround`` (one
+source for the CPU and CUDA, float32 in OpenCV's order of operations; a torch reference
+beside it). OpenCV accumulates its integral image in float32, exact while an image's grey
+levels sum below 2^24 (every image up to 256 x 256): there the maps are equal bit for bit
+(``tests/mix/test_saliency.py`` checks them against OpenCV's own); above that OpenCV's
+running sums round on their way and ours round once, so a few pixels in a thousand of a
+large map differ, by one level. Its cost beside OpenCV's, one image at a time on the
+host: ``benchmarks/overhead.py``, rows saliencymix and saliencymix-reference.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from .. import kernels
 
 __all__ = ["FINE_GRAINED_SCALES", "fine_grained_saliency", "to_levels"]
 
@@ -34,76 +40,50 @@ _LUMA = (9798, 19235, 3735)  # R, G, B weights of OpenCV's 8-bit RGB -> grey, in
 
 
 def to_levels(images: torch.Tensor, *, mean, std) -> torch.Tensor:
-    """Normalised NCHW floats back to 8-bit levels (int32, 0..255, rounded): the image a
-    detector written for 8-bit pictures would have been given."""
+    """Normalised NCHW floats back to 8-bit levels, rounded and clipped to 0..255, as
+    float32 (the detector computes in float32): the image a detector written for 8-bit
+    pictures would have been given."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    return ((images.float() * s + m) * 255.0).round().clamp(0, 255).to(torch.int32)
+    out = images.float() * s  # then in place: a third of the time of fresh tensors
+    return out.add_(m).mul_(255.0).round_().clamp_(0, 255)
 
 
 def _smooth(grey: torch.Tensor) -> torch.Tensor:
     """OpenCV's 8-bit GaussianBlur, 3x3, sigma 0 ([1, 2, 1] / 4 each way, reflect-101
-    borders): the exact sum / 16, rounded half up."""
-    g = F.pad(grey[:, None].float(), (1, 1, 1, 1), mode="reflect")[:, 0]  # reflect = OpenCV's reflect-101
-    rows = g[:, :, :-2] + 2 * g[:, :, 1:-1] + g[:, :, 2:]
-    total = rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]  # integers below 2^13: exact in float32
-    return torch.floor((total + 8) / 16).to(torch.int32)
+    borders), on float32 grey levels: the exact sum / 16, rounded half up."""
+    g = F.pad(grey[:, None], (1, 1, 1, 1), mode="reflect")[:, 0]  # reflect = OpenCV's reflect-101
+    rows = (g[:, :, :-2] + g[:, :, 2:]).add_(g[:, :, 1:-1], alpha=2)
+    total = (rows[:, :-2] + rows[:, 2:]).add_(rows[:, 1:-1], alpha=2)  # integers below 2^13: exact in float32
+    return total.add_(8).div_(16).floor_()
 
 
-def fine_grained_saliency(levels: torch.Tensor, *, channels: str = "rgb") -> torch.Tensor:
-    """Saliency maps, int32 (N, H, W) in 0..255, of images given as 8-bit levels: int
-    (N, 3, H, W) in 0..255 (``to_levels`` of a normalised batch) or (N, 1, H, W) grey.
+def fine_grained_saliency(levels: torch.Tensor, *, channels: str = "rgb", backend: str = "auto") -> torch.Tensor:
+    """Saliency maps, int32 (N, H, W) in 0..255, of images given as 8-bit levels 0..255:
+    (N, 3, H, W) or (N, 1, H, W) grey, integers or float32 holding integers (``to_levels``
+    of a normalised batch).
 
     ``channels``: the order of the three channels, "rgb" (this package's batches) or "bgr"
     (what OpenCV assumes; SaliencyMix's release hands it RGB tensors, so its grey level
-    weighs red as blue)."""
-    if levels.dim() != 4 or levels.shape[1] not in (1, 3) or levels.is_floating_point() or levels.is_complex():
-        raise ValueError(f"levels must be an integer (N, 3 or 1, H, W) tensor of 0..255, got {levels.dtype} of shape "
-                         f"{tuple(levels.shape)}")
+    weighs red as blue). ``backend``: the centre-surround kernel's (``kernels.centre_surround``;
+    "reference" for its torch version)."""
+    if levels.dim() != 4 or levels.shape[1] not in (1, 3) or levels.is_complex() or levels.dtype == torch.bool:
+        raise ValueError(f"levels must be an (N, 3 or 1, H, W) tensor of 8-bit levels 0..255, got {levels.dtype} of "
+                         f"shape {tuple(levels.shape)}")
     if channels not in ("rgb", "bgr"):
         raise ValueError(f"channels must be 'rgb' or 'bgr', got {channels!r}")
     n, c, h, w = levels.shape
     if h < 2 or w < 2:
         raise ValueError(f"fine-grained saliency needs images of at least 2 x 2 pixels, got {h} x {w}")
-    x = levels.to(torch.int32)
+    # every step below on integers under 2^24 in float32: exact, so the same on every device
+    x = levels.float()
     if c == 3:
         r, g, b = (x[:, 0], x[:, 1], x[:, 2]) if channels == "rgb" else (x[:, 2], x[:, 1], x[:, 0])
-        grey = (r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2] + (1 << 14)) >> 15
+        grey = (r * _LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).add_(1 << 14).mul_(2.0 ** -15).floor_()
     else:
         grey = x[:, 0]
-    grey = _smooth(_smooth(grey))
-    # the integral image (N, H + 1, W + 1), exact, then in float32 as OpenCV keeps it (equal
-    # below 2^24), edge-padded so that every scale's clipped window corners are slices
-    pad = max(FINE_GRAINED_SCALES)
-    integral = F.pad(grey.to(torch.int64).cumsum(1).cumsum(2), (1, 0, 1, 0)).float()
-    integral = F.pad(integral[:, None], (pad, pad, pad, pad), mode="replicate")[:, 0]
-    grey_f = grey.float()
-    on = torch.zeros_like(grey_f)
-    off = torch.zeros_like(grey_f)
-    ys = torch.arange(h, device=grey.device)
-    xs = torch.arange(w, device=grey.device)
-    for nb in FINE_GRAINED_SCALES:
-        lo, hi = pad - nb + 1, pad + nb + 1  # offsets of corners y - nb + 1 and y + nb + 1
-        a = integral[:, hi:hi + h, hi:hi + w]
-        b = integral[:, lo:lo + h, lo:lo + w]
-        c = integral[:, hi:hi + h, lo:lo + w]
-        d = integral[:, lo:lo + h, hi:hi + w]
-        count = ((ys + nb + 1).clamp(max=h) - (ys - nb + 1).clamp(min=0))[:, None] * \
-            ((xs + nb + 1).clamp(max=w) - (xs - nb + 1).clamp(min=0))[None, :]
-        # as OpenCV, in float32 and in its order: ((a + b - c - d) - centre) / (count - 1)
-        mean = (a + b).sub_(c).sub_(d).sub_(grey_f).div_((count - 1).float())
-        diff = mean.neg_().add_(grey_f).trunc_()  # trunc is odd: off's trunc(M - I) = -trunc(I - M)
-        on.add_(diff.clamp(min=0))
-        off.sub_(diff.clamp_(max=0))
-    on8, off8 = _to_255(on), _to_255(off)
-    top = torch.maximum(on8.amax((1, 2)), off8.amax((1, 2))).double()[:, None, None]
-    val = (on8 + off8).double().mul_(255.0).div_(top).nan_to_num_(0.0, posinf=0.0)  # OpenCV: 0/0 and x/0 end as 0
-    return val.to(torch.int32).bitwise_and_(255)  # truncated (values >= 0); the C cast to uchar wraps
-
-
-def _to_255(total: torch.Tensor) -> torch.Tensor:
-    """Each image's sum over the scales scaled by its maximum to 0..255: float32 quotient,
-    then times 255 in double and truncated, as OpenCV's mixScales."""
-    top = total.amax((1, 2), keepdim=True)
-    q = (total / top).nan_to_num(0.0)  # a flat image: 0 / 0 -> 0
-    return q.double().mul_(255.0).to(torch.int32)  # truncated: q >= 0
+    grey = _smooth(_smooth(grey)).contiguous()
+    # the integral image (N, H + 1, W + 1): exact in float64, then float32 as OpenCV keeps
+    # it (equal below 2^24)
+    integral = F.pad(grey, (1, 0, 1, 0)).cumsum(1, dtype=torch.float64).cumsum_(2).float()
+    return kernels.centre_surround(integral, grey, scales=FINE_GRAINED_SCALES, backend=backend)

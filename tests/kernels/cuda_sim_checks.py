@@ -10,8 +10,9 @@ import os
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import torch  # noqa: E402
-from dali_snapmix.kernels import blend, mask_blend, paste_resized, spm_box_mass  # noqa: E402
+from dali_snapmix.kernels import blend, centre_surround, mask_blend, paste_resized, spm_box_mass  # noqa: E402
 from dali_snapmix.kernels.blend import blend_reference, mask_blend_reference  # noqa: E402
+from dali_snapmix.kernels.centre_surround import centre_surround_reference  # noqa: E402
 from dali_snapmix.kernels.paste_resized import paste_resized_reference  # noqa: E402
 from dali_snapmix.kernels.spm_box_mass import spm_box_mass_reference  # noqa: E402
 
@@ -55,6 +56,15 @@ def main() -> None:
         raise SystemExit(f"FAIL spm_box_mass NaN pattern: {got} vs {want}")
     ok = ~want.isnan()
     check("spm_box_mass", got[ok], want[ok], 1e-12)
+    grey = torch.randint(0, 256, (2, 6, 9), generator=g).float()
+    grey[1] = 40.0  # flat: a map of zeros
+    integral = torch.nn.functional.pad(grey, (1, 0, 1, 0)).cumsum(1, dtype=torch.float64).cumsum(2).float()
+    for scales in ((12, 24, 48, 28, 56, 112), (1, 3)):  # OpenCV's; a centre-only corner window
+        got = centre_surround(integral, grey, scales=scales, backend="cuda")
+        want = centre_surround_reference(integral, grey, scales=scales)
+        if not torch.equal(got, want):
+            raise SystemExit(f"FAIL centre_surround {scales}: {got} vs {want}")
+        print(f"ok centre_surround {scales}: equal")
     print("all CUDA kernels agree with their references under the simulator")
 
 

@@ -19,8 +19,9 @@ def opencv_map(rgb: np.ndarray) -> np.ndarray:
     return m.astype(np.int64) if m.dtype == np.uint8 else np.rint(m.astype(np.float64) * 255).astype(np.int64)
 
 
-def ours(rgb: np.ndarray) -> np.ndarray:
-    return fine_grained_saliency(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(torch.int32))[0].numpy()
+def ours(rgb: np.ndarray, backend: str = "auto") -> np.ndarray:
+    levels = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(torch.int32)
+    return fine_grained_saliency(levels, backend=backend)[0].numpy()
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_equals_opencv_bit_for_bit_on_a_photograph(photo):
                 photo[:97, :31]):
         want = opencv_map(img)
         assert 0 < want.max() and np.array_equal(ours(img), want), img.shape
+        assert np.array_equal(ours(img, "reference"), want), img.shape  # the kernel's torch reference too
 
 
 def test_full_size_photograph_within_opencvs_float32_rounding(photo):
@@ -58,6 +60,7 @@ def test_equals_opencv_on_random_images_and_tiny_ones(h, w):
     imgs = [(rng.random((h, w, 3)) * 256).astype(np.uint8), np.full((h, w, 3), 7, np.uint8)]  # noise; flat (0/0)
     for img in imgs:
         assert np.array_equal(ours(img), opencv_map(img)), (SEED, h, w)
+        assert np.array_equal(ours(img, "reference"), opencv_map(img)), (SEED, h, w)
     batch = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(torch.int32)
     assert np.array_equal(fine_grained_saliency(batch)[0].numpy(), opencv_map(imgs[0]))  # batched = one by one
 
@@ -73,6 +76,7 @@ def test_values_over_255_wrap_as_opencvs_cast():
     img[r <= 11.7] = 141
     img = np.clip(img + np.random.default_rng(2).integers(-5, 5, img.shape), 0, 255).astype(np.uint8)
     assert np.array_equal(ours(img), opencv_map(img))
+    assert np.array_equal(ours(img, "reference"), opencv_map(img))
 
 
 def test_channel_order_and_grey_input():
@@ -89,15 +93,15 @@ def test_channel_order_and_grey_input():
 
 def test_to_levels_inverts_the_normalisation():
     rng = np.random.default_rng(SEED)
-    levels = torch.from_numpy(rng.integers(0, 256, (3, 3, 9, 11))).to(torch.int32)
+    levels = torch.from_numpy(rng.integers(0, 256, (3, 3, 9, 11))).float()
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     x = (levels / 255.0 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert torch.equal(to_levels(x.float(), mean=mean, std=std), levels)
 
 
 def test_bad_input_is_refused():
-    with pytest.raises(ValueError, match="integer"):
-        fine_grained_saliency(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="torch.bool"):
+        fine_grained_saliency(torch.zeros(1, 3, 8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\(2, 2, 8, 8\)"):
         fine_grained_saliency(torch.zeros(2, 2, 8, 8, dtype=torch.int32))
     with pytest.raises(ValueError, match="1 x 8"):
