@@ -18,7 +18,7 @@ beside it).
 
 Rows: CutMix, asymmetric CutMix, ResizeMix and SaliencyMix (area labels, their own boxes
 and partners);
-FMix and SmoothMix (mask-mass labels; a pixel of weight m shows m of one image's parts and
+FMix, SmoothMix and Guided-SR (mask-mass labels; a pixel of weight m shows m of one image's parts and
 1 - m of the other's), SamplePairing ((1, 0) on a half-half blend) and every variant of
 the mixed-example family (area labels; a per-element mask shows a pixel's parts by the
 mean of its channels' weights); area
@@ -63,6 +63,7 @@ from dali_snapmix.mix import (
     CAMCache,
     CutMix,
     FMix,
+    GuidedMixup,
     MixedBatch,
     MixedExample,
     MixMethod,
@@ -310,6 +311,7 @@ def main(argv=None) -> dict:
     run("samplepairing", SamplePairing(num_classes=K))  # (1, 0) on a half-half blend
     # area labels on a box around the source's saliency peak (the detector reads 8-bit levels)
     run("saliencymix", SaliencyMix(num_classes=K, mean=mean, std=std))
+    run("guided-sr", GuidedMixup(num_classes=K, prob=1.0))  # mask-mass labels, saliency-ratio masks, greedy partners
     for v in MIXED_EXAMPLE_VARIANTS:  # area labels on concatenations, cells, intervals and Bernoulli masks
         run(f"mixed-example: {v}", MixedExample(variant=v, num_classes=K))
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))

