@@ -77,6 +77,26 @@ def opencv_saliency():
     return cv2.saliency.StaticSaliencyFineGrained_create() if hasattr(cv2, "saliency") else None
 
 
+def release_greedy(x: np.ndarray) -> np.ndarray:
+    """GuidedMixup's FGVC ``greedy`` pairing (``Implementor/guidedmixup.py``), transcribed:
+    from the largest entry of the (B, B) distances, each row to its largest entry, visited
+    columns set to 0, the cycle closed at the end. B >= 2."""
+    x = x.copy()
+    b = x.shape[0]
+    order = -np.ones(b, dtype=np.int64)
+    row, col = divmod(int(np.argmax(x)), b)
+    first = row
+    order[row] = col
+    x[:, row] = 0
+    for _ in range(b - 2):
+        row = col
+        col = int(np.argmax(x[row]))
+        order[row] = col
+        x[:, row] = 0
+    order[col] = first
+    return order
+
+
 def guided_sr_authors_style(images, labels):
     """Guided-SR as GuidedMixup's FGVC release runs it (``Implementor/guidedmixup.py``,
     ``Utils/spectral_residual.py``, ``Utils/distance.py``): torchvision's Grayscale, Resize
@@ -106,19 +126,8 @@ def guided_sr_authors_style(images, labels):
         sal = blur(sal)
         sal = sal / sal.sum(dim=[-1, -2], keepdim=True)
         flat = sal.view(b, -1)
-        x = (flat.unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1).cpu().numpy()
-        order = -np.ones(b, dtype=int)
-        row, col = divmod(int(np.argmax(x)), b)
-        first = row
-        order[row] = col
-        x[:, row] = 0
-        for _ in range(b - 2):
-            row = col
-            col = int(np.argmax(x[row]))
-            order[row] = col
-            x[:, row] = 0
-        order[col] = first
-        idx = torch.from_numpy(order).to(images.device)
+        idx = torch.from_numpy(release_greedy((flat.unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1).cpu().numpy()))
+        idx = idx.to(images.device)
         other = sal[idx]
         mask_a = torch.stack([sal / (sal + other)] * 3, dim=1)
         mask_b = torch.stack([other / (sal + other)] * 3, dim=1)

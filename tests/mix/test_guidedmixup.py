@@ -8,6 +8,7 @@ import pytest
 import torch
 from mix_helpers import SEED, assert_close
 
+from benchmarks.overhead import release_greedy as fgvc_greedy  # the release's greedy, transcribed
 from dali_snapmix.mix import GuidedMixup, build_mix
 from dali_snapmix.mix.guidedmixup import greedy_cycle, guided_masks
 from dali_snapmix.mix.saliency import normalise_sum, smooth, spectral_residual
@@ -40,24 +41,6 @@ def sr_np(images):
     box = sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
     freq = freq * np.exp(la - box) / mag
     return gauss_np(np.abs(np.fft.ifft2(freq)))
-
-
-def fgvc_greedy(x):
-    """FGVC/Implementor/guidedmixup.py's greedy, transcribed (visited columns set to 0)."""
-    x = x.copy()
-    b = x.shape[0]
-    out = -np.ones(b, dtype=int)
-    row, col = divmod(int(np.argmax(x)), b)
-    first = row
-    out[row] = col
-    x[:, row] = 0
-    for _ in range(b - 2):
-        row = col
-        col = int(np.argmax(x[row]))
-        out[row] = col
-        x[:, row] = 0
-    out[col] = first
-    return out
 
 
 def is_one_cycle(p):
