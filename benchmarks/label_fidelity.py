@@ -18,7 +18,7 @@ beside it).
 
 Rows: CutMix, asymmetric CutMix, ResizeMix and SaliencyMix (area labels, their own boxes
 and partners);
-FMix, SmoothMix and Guided-SR (mask-mass labels; a pixel of weight m shows m of one image's parts and
+FMix, SmoothMix, Guided-SR and Guided-AP (mask-mass labels; a pixel of weight m shows m of one image's parts and
 1 - m of the other's), SamplePairing ((1, 0) on a half-half blend) and every variant of
 the mixed-example family (area labels; a per-element mask shows a pixel's parts by the
 mean of its channels' weights); area
@@ -312,6 +312,7 @@ def main(argv=None) -> dict:
     # area labels on a box around the source's saliency peak (the detector reads 8-bit levels)
     run("saliencymix", SaliencyMix(num_classes=K, mean=mean, std=std))
     run("guided-sr", GuidedMixup(num_classes=K, prob=1.0))  # mask-mass labels, saliency-ratio masks, greedy partners
+    run("guided-ap", GuidedMixup(variant="ap", num_classes=K, prob=1.0))  # the same on the model's input gradients
     for v in MIXED_EXAMPLE_VARIANTS:  # area labels on concatenations, cells, intervals and Bernoulli masks
         run(f"mixed-example: {v}", MixedExample(variant=v, num_classes=K))
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))

@@ -12,11 +12,14 @@ run pays p times the overhead. Variants:
   baseline, mixup, cutmix, cutout, resizemix, ricap, fmix, smoothmix, samplepairing,
   mixed-example (its default variant, vh-mixup), saliencymix (a saliency map per sample),
   manifold (Manifold Mixup: its hook mixes inside the training forward, so its time is in the
-  step, not inside the augmentation), guided-sr (greedy pairing), snapmix
+  step, not inside the augmentation), guided-sr, guided-ap (greedy pairing; AP's saliency
+  pass is a forward and an input-only backward of the model), snapmix
                                              our methods (SnapMix exact, released semantics)
   saliencymix-released                       SaliencyMix with one saliency map per batch (its release)
   guided-sr-reference                        Guided-SR as GuidedMixup's FGVC release runs it: torchvision
                                              ops, broadcast distances, the greedy walk in numpy
+  guided-ap-reference                        Guided-AP as that release runs it: a full backward of the
+                                             clean batch (parameter gradients too), then the same
   saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
                                              the host, OpenCV's CPU detector, a slice paste (needs
                                              opencv-contrib-python-headless; else no row)
@@ -64,7 +67,7 @@ from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
 HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
-                "saliencymix", "manifold", "guided-sr")
+                "saliencymix", "manifold", "guided-sr", "guided-ap")
 
 
 def opencv_saliency():
@@ -97,19 +100,38 @@ def release_greedy(x: np.ndarray) -> np.ndarray:
     return order
 
 
+def release_guided_mix(images, labels, sal):
+    """GuidedMixup's FGVC mixing step on saliency maps ``sal`` (N, H, W), as released
+    (``Implementor/guidedmixup.py``): torchvision's 2-D GaussianBlur (7, sigma 3), the sum to
+    one, L2 distances by broadcasting (N, 1, HW) - (N, 1, HW), the greedy walk in numpy on the
+    host, the masks stacked over the channels; in place."""
+    from torchvision import transforms
+
+    b = images.shape[0]
+    with torch.no_grad():
+        sal = transforms.GaussianBlur((7, 7), (3.0, 3.0))(sal)
+        sal = sal / sal.sum(dim=[-1, -2], keepdim=True)
+        flat = sal.view(b, -1)
+        idx = torch.from_numpy(release_greedy((flat.unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1).cpu().numpy()))
+        idx = idx.to(images.device)
+        other = sal[idx]
+        mask_a = torch.stack([sal / (sal + other)] * 3, dim=1)
+        mask_b = torch.stack([other / (sal + other)] * 3, dim=1)
+        images.copy_(mask_a * images + mask_b * images[idx])
+        w_a = (sal / (sal + other)).mean(dim=[1, 2])
+    return MixedBatch.with_partner(images, labels, idx, w_a=w_a.float())
+
+
 def guided_sr_authors_style(images, labels):
-    """Guided-SR as GuidedMixup's FGVC release runs it (``Implementor/guidedmixup.py``,
-    ``Utils/spectral_residual.py``, ``Utils/distance.py``): torchvision's Grayscale, Resize
-    and 2-D GaussianBlur, an nn.Conv2d box filter, the L2 distances by broadcasting (B, 1,
-    HW) - (1, B, HW), the greedy walk in numpy on the host (visited columns set to 0), the
-    masks stacked over the channels; every batch mixed. The same output as ``GuidedMixup``
-    up to float32 rounding."""
+    """Guided-SR as GuidedMixup's FGVC release runs it (``Utils/spectral_residual.py``:
+    torchvision's Grayscale, Resize and GaussianBlur, an nn.Conv2d box filter), then
+    :func:`release_guided_mix`; every batch mixed. The same output as ``GuidedMixup`` up to
+    float32 rounding."""
     import torch.nn.functional as F
     from torchvision import transforms
     from torchvision.transforms import functional as TF
 
-    b, _, h, w = images.shape
-    blur = transforms.GaussianBlur((7, 7), (3.0, 3.0))
+    _, _, h, w = images.shape
     with torch.no_grad():
         grey = transforms.Grayscale(num_output_channels=1)(images)
         if h > 128:
@@ -120,21 +142,22 @@ def guided_sr_authors_style(images, labels):
         residual = (mag.log() - box).exp()
         freq = torch.complex(freq.real * residual / mag, freq.imag * residual / mag)
         sal = torch.fft.ifft2(freq).squeeze(1)
-        sal = blur((sal.real ** 2 + sal.imag ** 2).sqrt())
+        sal = transforms.GaussianBlur((7, 7), (3.0, 3.0))((sal.real ** 2 + sal.imag ** 2).sqrt())
         if h > 128:
             sal = TF.resize(sal, size=(h, w))
-        sal = blur(sal)
-        sal = sal / sal.sum(dim=[-1, -2], keepdim=True)
-        flat = sal.view(b, -1)
-        idx = torch.from_numpy(release_greedy((flat.unsqueeze(1) - flat.unsqueeze(0)).norm(dim=-1).cpu().numpy()))
-        idx = idx.to(images.device)
-        other = sal[idx]
-        mask_a = torch.stack([sal / (sal + other)] * 3, dim=1)
-        mask_b = torch.stack([other / (sal + other)] * 3, dim=1)
-        mixed = mask_a * images + mask_b * images[idx]
-        images.copy_(mixed)
-        w_a = (sal / (sal + other)).mean(dim=[1, 2])
-    return MixedBatch.with_partner(images, labels, idx, w_a=w_a.float())
+    return release_guided_mix(images, labels, sal)
+
+
+def guided_ap_authors_style(images, labels, model):
+    """Guided-AP as the FGVC release runs it: the clean batch's loss backpropagated through
+    the model (its parameters' gradients too, then zeroed, as ``optimizer.zero_grad()``), the
+    input gradient's channel RMS, then :func:`release_guided_mix`."""
+    import torch.nn.functional as F
+
+    x = images.clone().requires_grad_(True)
+    F.cross_entropy(model(x), labels).backward()
+    model.zero_grad(set_to_none=True)
+    return release_guided_mix(images, labels, (x.grad ** 2).mean(dim=1).sqrt().detach())
 
 
 def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
@@ -265,6 +288,8 @@ def main(argv=None) -> dict:
                 target = released_snapmix(x, labels, p, head=head)
         elif name == "guided-sr-reference":
             target = guided_sr_authors_style(x, labels)
+        elif name == "guided-ap-reference":
+            target = guided_ap_authors_style(x, labels, model)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)
@@ -286,7 +311,8 @@ def main(argv=None) -> dict:
         loss.backward()
         opt.step()
 
-    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference", "snapmix", "snapmix-lowres",
+    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference",
+             "guided-ap-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     if detector is not None:
         names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
@@ -340,7 +366,7 @@ def main(argv=None) -> dict:
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44",
-                                                           "guided-sr-reference": "#a44"}.get(n, "#888") for n in names])
+                                                           "guided-sr-reference": "#a44", "guided-ap-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

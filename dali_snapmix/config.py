@@ -35,7 +35,7 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
     mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
@@ -46,6 +46,7 @@ class Config:
     mixed_example_semantics: str | None = None  # paper (default) | released (its mixed concat's swapped splits)
     saliencymix_semantics: str | None = None  # paper (default: a box per sample) | released (one saliency map and box per batch)
     guided_pairing: str | None = None  # GuidedMixup's partners: greedy (default: the paper's cycle) | random
+    guided_saliency_bn: str | None = None  # Guided-AP's saliency pass: train (default, the release: BN statistics move) | eval
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -91,7 +92,7 @@ CHOICES = {
     "mix": list(METHODS), "snapmix_semantics": ["released", "improved"], "resize_mode": ["shorter", "warp"],
     "amp": ["off", "bf16", "fp16"], "mixed_example_variant": list(MIXED_EXAMPLE_VARIANTS),
     "mixed_example_semantics": ["paper", "released"], "saliencymix_semantics": ["paper", "released"],
-    "guided_pairing": ["greedy", "random"],
+    "guided_pairing": ["greedy", "random"], "guided_saliency_bn": ["train", "eval"],
 }
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
@@ -103,7 +104,8 @@ OPTIONS = {
     "mixed_example_variant": ("variant", ["mixed-example"]),
     "mixed_example_semantics": ("semantics", ["mixed-example"]),
     "saliencymix_semantics": ("semantics", ["saliencymix"]),
-    "guided_pairing": ("pairing", ["guided-sr"]),
+    "guided_pairing": ("pairing", ["guided-sr", "guided-ap"]),
+    "guided_saliency_bn": ("saliency_bn", ["guided-ap"]),
 }
 APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last

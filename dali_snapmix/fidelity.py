@@ -246,6 +246,8 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
             for b in loader:
                 cov, held = masks.in_crops(b, loader.spec.crop)
                 params = mix.sample(b.images, b.labels, rng=rng)
+                if hasattr(mix, "resolve"):  # masks that need the model (Guided-AP): the truth needs them
+                    params = mix.resolve(b.images, b.labels, params, model=model)
                 out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b.geometry)
                 restore()
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)

@@ -48,6 +48,7 @@ METHODS = {
     "saliencymix": SaliencyMix,
     "manifold": ManifoldMixup,
     "guided-sr": lambda **kw: GuidedMixup(variant="sr", **kw),
+    "guided-ap": lambda **kw: GuidedMixup(variant="ap", **kw),
 }
 
 

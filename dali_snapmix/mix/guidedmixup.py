@@ -8,11 +8,18 @@ saliency, partners chosen so that their salient regions differ most.
     M_a = S_a / (S_a + S_b),   x~ = M_a x_a + (1 - M_a) x_b,             (Sec. 3.2)
     labels (y_a, y_b) weighted (mean M_a, 1 - mean M_a)
 
-Guided-SR (``variant="sr"``, the only one here so far): S from the spectral residual
-(:func:`saliency.spectral_residual`, as the release computes it: a 128 x 128 cap and a
-7 x 7, sigma 3 smoothing inside), then smoothed again (7, sigma 3) as the release's mixing
-code does. Defaults as the release's FGVC commands: ``mix_prob`` 0.5 (one coin per batch),
-greedy pairing over the whole batch, the L2 distance.
+Guided-SR (``variant="sr"``): S from the spectral residual (:func:`saliency.spectral_residual`,
+as the release computes it: a 128 x 128 cap and a 7 x 7, sigma 3 smoothing inside), then
+smoothed again (7, sigma 3) as the release's mixing code does; ``prob`` 0.5. Guided-AP
+(``variant="ap"``): S the input gradient of the clean batch's loss
+(:func:`saliency.input_gradient`: one forward and backward of the model being trained, in
+train mode as the release, ``saliency_bn="eval"`` for PuzzleMix's way), smoothed once;
+``prob`` 0.8. Defaults as the release's FGVC commands: one coin per batch, greedy pairing
+over the whole batch, the L2 distance. Guided-SR's params (partners and masks) are drawn
+before the model is asked anything; Guided-AP's saliency needs the model, so its params
+(:class:`GuidedParams`) hold the coin and any random partners, and ``apply`` derives the
+masks (``resolve`` returns them as MaskParams). The release's ``clean_lam`` (keeping the
+saliency pass's loss in the step) is not implemented: the pass leaves no gradient.
 
 Greedy pairing, done as the paper describes it and on the batch's device: start at the
 largest off-diagonal distance i -> j, then from each new image to its farthest image not
@@ -29,18 +36,34 @@ such a pixel takes half of each image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from .base import check_prob
 from .masks import MaskMethod
-from .params import MaskParams, coin, permutation
-from .saliency import normalise_sum, smooth, spectral_residual
+from .params import MaskParams, _check_perm, coin, permutation
+from .saliency import input_gradient, normalise_sum, smooth, spectral_residual
 
-__all__ = ["GuidedMixup", "greedy_cycle", "guided_masks"]
+__all__ = ["GuidedMixup", "GuidedParams", "greedy_cycle", "guided_masks"]
 
 PAIRINGS = ("greedy", "random")
-VARIANTS = ("sr",)
+VARIANTS = ("sr", "ap")
+DEFAULT_PROB = {"sr": 0.5, "ap": 0.8}  # the release's FGVC README commands
+
+
+@dataclass(frozen=True)
+class GuidedParams:
+    """Guided-AP before its saliency pass: ``mix`` (the coin) and ``perm`` int64 (N,) for
+    random pairing, None for greedy (the partners then follow from the saliency)."""
+
+    mix: bool
+    perm: torch.Tensor | None
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        if self.perm is not None:
+            _check_perm(self.perm, n)
 
 
 def greedy_cycle(dist: torch.Tensor) -> torch.Tensor:
@@ -80,33 +103,74 @@ def guided_masks(sal: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 class GuidedMixup(MaskMethod):
     name = "guidedmixup"
 
-    def __init__(self, *, variant: str = "sr", prob: float = 0.5, pairing: str = "greedy", kernel: int = 7,
-                 sigma: float = 3.0, num_classes: int | None = None, seed: int | None = None) -> None:
+    def __init__(self, *, variant: str = "sr", prob: float | None = None, pairing: str = "greedy", kernel: int = 7,
+                 sigma: float = 3.0, saliency_bn: str = "train", num_classes: int | None = None,
+                 seed: int | None = None) -> None:
+        """``prob``: None for the variant's release default (SR 0.5, AP 0.8)."""
         super().__init__(num_classes=num_classes, seed=seed)
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS} (Guided-AP is not implemented yet), got {variant!r}")
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
         if kernel < 0 or (kernel and kernel % 2 == 0) or not sigma > 0:
             raise ValueError(f"kernel must be 0 or odd and positive and sigma > 0, got kernel={kernel}, sigma={sigma}")
-        self.variant, self.pairing, self.prob = variant, pairing, check_prob(prob)
-        self.kernel, self.sigma = int(kernel), float(sigma)
+        if saliency_bn not in ("train", "eval"):
+            raise ValueError(f"saliency_bn must be 'train' or 'eval', got {saliency_bn!r}")
+        self.variant, self.pairing = variant, pairing
+        self.prob = check_prob(DEFAULT_PROB[variant] if prob is None else prob)
+        self.kernel, self.sigma, self.saliency_bn = int(kernel), float(sigma), saliency_bn
+        self.name = f"guided-{variant}"
+        self.params_type = GuidedParams if variant == "ap" else MaskParams
 
-    def saliency(self, images: torch.Tensor) -> torch.Tensor:
+    def saliency(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, model=None) -> torch.Tensor:
         """S, float32 (N, H, W) on the images' device: smoothed and summing to 1."""
-        return normalise_sum(smooth(spectral_residual(images), kernel=self.kernel, sigma=self.sigma))
-
-    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> MaskParams:
-        """Draw, in this order: the switch coin, then (random pairing) the partners; the
-        saliency, the greedy partners and the masks follow from the images."""
-        n, _, h, w = images.shape
-        if not coin(rng, self.prob):
-            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
-        perm = permutation(rng, n) if self.pairing == "random" else None
+        if self.variant == "ap":
+            if model is None:
+                raise ValueError("Guided-AP's saliency is the model's input gradient: apply it with model=")
+            raw = input_gradient(model, images, labels, bn=self.saliency_bn)
+        else:
+            raw = spectral_residual(images)
         with torch.no_grad():
-            sal = self.saliency(images)
+            return normalise_sum(smooth(raw, kernel=self.kernel, sigma=self.sigma))
+
+    def _masks(self, sal: torch.Tensor, perm: torch.Tensor | None) -> MaskParams:
+        """The mixed batch's params from S: greedy partners unless given, the masks, their means."""
+        with torch.no_grad():
             if perm is None:
                 flat = sal.flatten(1)[None]
                 perm = greedy_cycle(torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist")[0]).cpu()
             masks = guided_masks(sal, perm)
         return MaskParams(mix=True, perm=perm, masks=masks, w_a=masks.mean((1, 2)).float().cpu())
+
+    def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator):
+        """Draw, in this order: the switch coin, then (random pairing) the partners; for
+        Guided-SR the saliency, the greedy partners and the masks follow from the images."""
+        n, _, h, w = images.shape
+        mix = coin(rng, self.prob)
+        perm = permutation(rng, n) if mix and self.pairing == "random" else None
+        if self.variant == "ap":
+            return GuidedParams(mix=mix, perm=perm)
+        if not mix:
+            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
+        return self._masks(self.saliency(images), perm)
+
+    def resolve(self, images: torch.Tensor, labels: torch.Tensor, params, *, model=None) -> MaskParams:
+        """The MaskParams ``apply`` mixes with: Guided-SR's own; Guided-AP's from the model's
+        saliency (its BatchNorm statistics move in train mode: call once per batch)."""
+        if isinstance(params, MaskParams):
+            return params
+        n, _, h, w = images.shape
+        if not params.mix:
+            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
+        return self._masks(self.saliency(images, labels, model=model), params.perm)
+
+    def check_params(self, params, images: torch.Tensor) -> None:
+        if isinstance(params, MaskParams) and self.variant == "ap":  # already resolved
+            n, _, h, w = images.shape
+            params.check(n=n, height=h, width=w)
+            return
+        super().check_params(params, images)
+
+    def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None):
+        return super()._apply(images, labels, self.resolve(images, labels, params, model=model), model=model,
+                              backend=backend, geometry=geometry)

@@ -1,6 +1,7 @@
 """Saliency maps computed on the batch, on whichever device it lives: static fine-grained
-saliency (SaliencyMix), spectral residual saliency (GuidedMixup's Guided-SR), and the
-Gaussian smoothing and sum-to-one normalisation those methods apply to a map.
+saliency (SaliencyMix), spectral residual saliency (GuidedMixup's Guided-SR), input-gradient
+saliency (Guided-AP, PuzzleMix, Co-Mixup), and the Gaussian smoothing and sum-to-one
+normalisation those methods apply to a map.
 
 Static fine-grained saliency (Montabone and Soto, "Human detection using a mobile platform
 and novel features derived from a visual saliency mechanism", Image and Vision Computing
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 
 from .. import kernels
 
-__all__ = ["FINE_GRAINED_SCALES", "fine_grained_saliency", "normalise_sum", "smooth", "spectral_residual", "to_levels"]
+__all__ = ["FINE_GRAINED_SCALES", "fine_grained_saliency", "input_gradient", "normalise_sum", "smooth", "spectral_residual",
+           "to_levels"]
 
 FINE_GRAINED_SCALES = (12, 24, 48, 28, 56, 112)  # OpenCV's neighbourhoods, in its order
 _LUMA = (9798, 19235, 3735)  # R, G, B weights of OpenCV's 8-bit RGB -> grey, in 1/2^15
@@ -148,3 +150,35 @@ def spectral_residual(images: torch.Tensor, *, size_cap: int = 128, kernel: int 
     if h > size_cap:  # upsampling: torchvision's resize is plain bilinear here, antialias or not
         sal = F.interpolate(sal[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
     return sal
+
+
+# ---------------------------------------------------------------- input gradient
+
+
+def input_gradient(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, bn: str = "train") -> torch.Tensor:
+    """Input-gradient saliency, float32 (N, H, W): the channel-wise RMS of the gradient of the
+    batch's mean cross-entropy with respect to the input, sqrt(mean_c (dL/dx)^2), as
+    PuzzleMix, Co-Mixup and GuidedMixup's Guided-AP define it: one forward and backward of
+    the clean batch.
+
+    Only the input's gradient is computed (``torch.autograd.grad``): the model's parameters
+    get none, as the releases leave them after zeroing theirs (their ``clean_lam`` 0), and
+    the backward skips the weight gradients. ``bn``: "train" (GuidedMixup's release: the
+    pass runs in train mode, so BatchNorm's running statistics see the clean batch) or
+    "eval" (PuzzleMix and Co-Mixup with ``clean_lam`` 0, and OpenMixup: they do not). The
+    model's mode is restored either way."""
+    if bn not in ("train", "eval"):
+        raise ValueError(f"bn must be 'train' or 'eval', got {bn!r}")
+    was_training = model.training
+    model.train(bn == "train")
+    try:
+        x = images.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(x)
+            if isinstance(out, tuple) and not hasattr(out, "logits"):  # MidLevel: (backbone output, branch)
+                out = out[0]
+            out = getattr(out, "logits", out)  # torchvision Inception's train-mode outputs
+            (grad,) = torch.autograd.grad(F.cross_entropy(out.float(), labels.to(out.device)), x)
+    finally:
+        model.train(was_training)
+    return grad.pow(2).mean(1).sqrt()

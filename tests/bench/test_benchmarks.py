@@ -6,7 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.overhead import guided_sr_authors_style, opencv_saliency, saliencymix_authors_style
+from benchmarks.overhead import (
+    guided_ap_authors_style,
+    guided_sr_authors_style,
+    opencv_saliency,
+    saliencymix_authors_style,
+)
 from benchmarks.overhead import main as overhead
 
 
@@ -16,8 +21,8 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "saliencymix-released",
-             "guided-sr-reference", "snapmix", "snapmix-lowres",
+             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap",
+             "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
@@ -65,6 +70,25 @@ def test_guided_sr_reference_is_guided_sr_the_releases_way(side):
     x, y = torch.randn(6, 3, side, side, generator=g), torch.arange(6)
     want = GuidedMixup(prob=1.0)(x.clone(), y)
     got = guided_sr_authors_style(x.clone(), y)
+    assert torch.equal(got.labels, want.labels)
+    assert (got.images - want.images).abs().max() <= 1e-4 and (got.weights - want.weights).abs().max() <= 1e-5
+
+
+def test_guided_ap_reference_is_guided_ap_the_releases_way():
+    """The Guided-AP reference row (a full backward, parameter gradients zeroed after) mixes
+    as GuidedMixup(variant="ap") does, from the same model."""
+    import copy
+
+    import torch
+
+    from dali_snapmix.mix import GuidedMixup
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(4, width=4).train()
+    x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 1])
+    want = GuidedMixup(variant="ap", prob=1.0)(x.clone(), y, model=copy.deepcopy(model))
+    got = guided_ap_authors_style(x.clone(), y, copy.deepcopy(model))
     assert torch.equal(got.labels, want.labels)
     assert (got.images - want.images).abs().max() <= 1e-4 and (got.weights - want.weights).abs().max() <= 1e-5
 
@@ -156,7 +180,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     # zero up to the float32 rounding of the contract's weights
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "mixed-example: vh-mixup",
+    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -218,7 +242,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 21 + (opencv_saliency() is not None)
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 23 + (opencv_saliency() is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

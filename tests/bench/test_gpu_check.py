@@ -37,8 +37,8 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert "paste_resized" in r["kernels"]
     for name in gpu_check.OVERHEAD:
         rows = r["overhead"][name]["rows"]
-        # 21 rows, and SaliencyMix's authors'-style one where OpenCV's contrib modules are installed
-        assert len(rows) == 21 + ("saliencymix-reference" in rows) and rows["snapmix"]["step_ms"] > 0, name
+        # 23 rows, and SaliencyMix's authors'-style one where OpenCV's contrib modules are installed
+        assert len(rows) == 23 + ("saliencymix-reference" in rows) and rows["snapmix"]["step_ms"] > 0, name
         assert rows["samplepairing"]["step_ms"] > 0 and rows["saliencymix"]["step_ms"] > 0, name
         assert r["overhead"][name]["figures"]["setting"]["device"] == "cpu"
     md = (out / "report.md").read_text()

@@ -62,6 +62,7 @@ METHODS = {
     "samplepairing": lambda: SamplePairing(num_classes=K),
     "saliencymix": lambda: SaliencyMix(num_classes=K),
     "guided-sr": lambda: GuidedMixup(prob=1.0, num_classes=K),
+    "guided-ap random": lambda: GuidedMixup(variant="ap", prob=1.0, pairing="random", num_classes=K),
     "mixed-example pixels": lambda: MixedExample(variant="random-pixels", num_classes=K),
     "mixed-example elements": lambda: MixedExample(variant="random-elements", num_classes=K),
     "mixed-example column-interval": lambda: MixedExample(variant="column-interval", num_classes=K),

@@ -139,11 +139,83 @@ def test_random_pairing_switch_and_zero_guards():
 def test_registered_and_bad_parameters_are_refused():
     assert isinstance(build_mix("guided-sr", num_classes=3), GuidedMixup)
     assert GuidedMixup().prob == 0.5 and GuidedMixup().pairing == "greedy"
-    with pytest.raises(ValueError, match="'ap'"):
-        GuidedMixup(variant="ap")
+    assert GuidedMixup(variant="ap").prob == 0.8 and isinstance(build_mix("guided-ap"), GuidedMixup)
+    with pytest.raises(ValueError, match="'puzzle'"):
+        GuidedMixup(variant="puzzle")
+    with pytest.raises(ValueError, match="'frozen'"):
+        GuidedMixup(variant="ap", saliency_bn="frozen")
+    with pytest.raises(ValueError, match="model="):
+        GuidedMixup(variant="ap", prob=1.0)(torch.randn(2, 3, 8, 8), torch.arange(2))
     with pytest.raises(ValueError, match="'best'"):
         GuidedMixup(pairing="best")
     with pytest.raises(ValueError, match="kernel=4"):
         GuidedMixup(kernel=4)
     with pytest.raises(ValueError, match="2.0"):
         GuidedMixup(prob=2.0)
+
+
+def small_model(seed):
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(seed)
+    return SmallCNN(5, width=4).train()
+
+
+def release_ap_saliency(model, x, y):
+    """The release's Guided-AP pass: the clean loss backpropagated (parameters included),
+    the input's gradient's channel RMS, then its blur (torchvision's 2-D GaussianBlur) and
+    the sum to one; float64 from there."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    xa = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xa), y).backward()
+    sc = (xa.grad ** 2).mean(dim=1).sqrt()
+    sc = gaussian_blur(sc[:, None], [7, 7], [3.0, 3.0])[:, 0].double()
+    return sc / sc.sum((1, 2), keepdim=True)
+
+
+@pytest.mark.parametrize("n", [2, 7])
+def test_guided_ap_matches_the_transcription(n):
+    import copy
+
+    from dali_snapmix.mix.saliency import input_gradient
+
+    rng = np.random.default_rng(SEED)
+    x = torch.from_numpy(rng.standard_normal((n, 3, 32, 40)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 5, n))
+    model = small_model(SEED % 997)
+    ref = copy.deepcopy(model)
+    s = release_ap_saliency(ref, x, y)
+    g = input_gradient(copy.deepcopy(model), x, y)
+    xa = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(copy.deepcopy(model)(xa), y).backward()
+    assert (g - (xa.grad ** 2).mean(1).sqrt()).abs().max() <= 1e-6 * float(g.max())
+    m = GuidedMixup(variant="ap", prob=1.0, seed=SEED)
+    p = m.sample(x, y)
+    assert p.mix and p.perm is None  # greedy: partners from the saliency, in apply
+    before = model.features[0][1].running_mean.clone()
+    got = m.apply(x.clone(), y, p, model=model)
+    assert not torch.equal(model.features[0][1].running_mean, before)  # train-mode pass, as the release
+    assert all(q.grad is None for q in model.parameters())  # and no gradient left behind
+    flat = s.reshape(n, -1)
+    perm = fgvc_greedy(torch.cdist(flat[None], flat[None])[0].numpy())
+    assert torch.equal(got.y_b, y[torch.from_numpy(perm)]), SEED
+    sb = s[torch.from_numpy(perm)]
+    ma = s / (s + sb)
+    want = ma[:, None] * x.double() + (1 - ma[:, None]) * x.double()[torch.from_numpy(perm)]
+    assert_close(got.images, want, tol=1e-5)
+    assert_close(got.w_a, ma.mean((1, 2)), tol=1e-6)
+
+
+def test_guided_ap_eval_mode_saliency_leaves_batchnorm_alone():
+    x, y = torch.randn(4, 3, 24, 24), torch.arange(4)
+    model = small_model(0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    m = GuidedMixup(variant="ap", prob=1.0, saliency_bn="eval", pairing="random", seed=1)
+    p = m.sample(x, y)
+    r = m.resolve(x, y, p, model=model)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(r.perm, p.perm) and r.masks.shape == (4, 24, 24)
+    off = GuidedMixup(variant="ap", prob=0.0).sample(x, y)
+    out = GuidedMixup(variant="ap", prob=0.0).apply(x.clone(), y, off, model=model)
+    assert torch.equal(out.images, x) and torch.equal(out.w_a, torch.ones(4))
