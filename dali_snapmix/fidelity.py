@@ -245,9 +245,7 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
             rng = generator(seed, "fidelity", epoch=e)
             for b in loader:
                 cov, held = masks.in_crops(b, loader.spec.crop)
-                params = mix.sample(b.images, b.labels, rng=rng)
-                if hasattr(mix, "resolve"):  # masks that need the model (Guided-AP): the truth needs them
-                    params = mix.resolve(b.images, b.labels, params, model=model)
+                params = mix.resolve(b.images, b.labels, mix.sample(b.images, b.labels, rng=rng), model=model)
                 out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b.geometry)
                 restore()
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)

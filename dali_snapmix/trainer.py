@@ -203,8 +203,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         params = mix.sample(b.images, b.labels, rng=generator(cfg.seed, "samples"))
         model.train()  # as in training: the released SnapMix CAM pass runs in train mode
         restore = snapshot(model)
-        if hasattr(mix, "resolve"):  # masks that need the model (Guided-AP): drawn and outlined from them
-            params = mix.resolve(b.images, b.labels, params, model=model)
+        params = mix.resolve(b.images, b.labels, params, model=model)  # Guided-AP's masks need the model
         target = mix.apply(b.images, b.labels, params, model=model, geometry=b.geometry)
         restore()
         parts = truth = None
@@ -220,7 +219,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         del b
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
-        if mix.params_type not in scored and not hasattr(mix, "resolve"):
+        if mix.resolved_type not in scored:
             found["label_error"] = None  # no pair to score: baseline, CutOut, RICAP's four regions
         else:
             loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=True, **common)

@@ -58,13 +58,21 @@ def scaled(v, top):
     return np.int32(np.float64(255.0) * np.float64(q))
 
 
-def merge_pixel_with(*, scaled):
+def merge_with(*, scaled):
+    def merge(v_on, v_off, top_on, top_off):
+        """OpenCV's last step on the two scaled sums, 255 (on8 + off8) / max(max on8, max
+        off8) cast to 8 bits, which is (on8 + off8) mod 256 (each scaled map peaks at 255
+        unless all zero, and 255 k / 255 is k exactly; the C cast wraps)."""
+        return (scaled(v_on, top_on) + scaled(v_off, top_off)) & 255
+
+    return merge
+
+
+def merge_pixel_with(*, merge):
     def merge_pixel(t, on, off, top_on, top_off, out, hw):
-        """Pixel ``t``: OpenCV's last step on the two scaled maps, 255 (on8 + off8) /
-        max(max on8, max off8) cast to 8 bits, which is (on8 + off8) mod 256 (each scaled
-        map peaks at 255 unless all zero, and 255 k / 255 is k exactly; the C cast wraps)."""
+        """Pixel ``t`` (of N * hw)."""
         n = t // hw
-        out[t] = (scaled(on[t], top_on[n]) + scaled(off[t], top_off[n])) & 255
+        out[t] = merge(on[t], off[t], top_on[n], top_off[n])
 
     return merge_pixel
 
@@ -153,7 +161,7 @@ def contrast_row_with(*, contrast):
 # ---------------------------------------------------------------- kernels
 
 
-def cpu_merge_with(*, prange, scaled):
+def cpu_merge_with(*, prange, merge):
     def cpu_merge(on, off, top_on, top_off, out, N, hw):
         for n in prange(N):  # an image per work item, its pixels in a loop that vectorises
             a = on[n * hw:(n + 1) * hw]
@@ -162,7 +170,7 @@ def cpu_merge_with(*, prange, scaled):
             ta = top_on[n]
             tb = top_off[n]
             for j in range(hw):
-                o[j] = (scaled(a[j], ta) + scaled(b[j], tb)) & 255
+                o[j] = merge(a[j], b[j], ta, tb)
 
     return cpu_merge
 
@@ -173,7 +181,6 @@ def cuda_merge_with(*, first, stride, pixel):
             pixel(t, on, off, top_on, top_off, out, hw)
 
     return cuda_merge
-
 
 
 def cpu_contrast_with(*, prange, row):
@@ -197,17 +204,17 @@ def python_kernels(target: str):
     (the bodies themselves not yet compiled: the PTX check compiles them)."""
     tg = Target(target)
     contrast_ = tg.device(contrast, inline=True)
-    scaled_ = tg.device(scaled, inline=True)
+    merge = tg.device(merge_with(scaled=tg.device(scaled, inline=True)), inline=True)
     if target == "cpu":
         from numba import prange
 
         row = tg.device(contrast_row_with(contrast=contrast_), inline=True)
-        return cpu_contrast_with(prange=prange, row=row), cpu_merge_with(prange=prange, scaled=scaled_)
+        return cpu_contrast_with(prange=prange, row=row), cpu_merge_with(prange=prange, merge=merge)
     first, stride = tg.grid()
     pixel = tg.device(contrast_pixel_with(contrast=contrast_))
-    merge = tg.device(merge_pixel_with(scaled=scaled_))
+    merge_pixel = tg.device(merge_pixel_with(merge=merge))
     return (cuda_contrast_with(first=first, stride=stride, pixel=pixel),
-            cuda_merge_with(first=first, stride=stride, pixel=merge))
+            cuda_merge_with(first=first, stride=stride, pixel=merge_pixel))
 
 
 @functools.cache
@@ -248,9 +255,8 @@ def centre_surround_reference(integral, grey, *, scales):
     N, H, W = grey.shape
     pad = max(scales)
     padded = torch.nn.functional.pad(integral[:, None], (pad, pad, pad, pad), mode="replicate")[:, 0]
-    g = grey
-    on = torch.zeros_like(g)
-    off = torch.zeros_like(g)
+    on = torch.zeros_like(grey)
+    off = torch.zeros_like(grey)
     ys = torch.arange(H, device=grey.device)
     xs = torch.arange(W, device=grey.device)
     for nb in scales:
@@ -261,9 +267,9 @@ def centre_surround_reference(integral, grey, *, scales):
         d = padded[:, lo:lo + H, hi:hi + W]
         count = ((ys + nb + 1).clamp(max=H) - (ys - nb + 1).clamp(min=0))[:, None] * \
             ((xs + nb + 1).clamp(max=W) - (xs - nb + 1).clamp(min=0))[None, :]
-        mean = (a + b).sub_(c).sub_(d).sub_(g).div_((count - 1).float())
+        mean = (a + b).sub_(c).sub_(d).sub_(grey).div_((count - 1).float())
         # trunc is odd: off's trunc(M - I) = -trunc(I - M); a centre-only window's 0 / 0 adds nothing
-        k = mean.neg_().add_(g).trunc_().nan_to_num_(0.0)
+        k = mean.neg_().add_(grey).trunc_().nan_to_num_(0.0)
         on.add_(k.clamp(min=0))
         off.sub_(k.clamp_(max=0))
 

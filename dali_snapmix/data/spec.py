@@ -54,8 +54,15 @@ class TransformSpec:
             raise ValueError(f"resize_mode must be 'shorter' or 'warp', got {self.resize_mode!r}")
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std > 0; got mean={self.mean}, std={self.std}")
+        check_normalisation(self.mean, self.std)
+
+
+def check_normalisation(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) as float tuples, refused unless 3 values each with std > 0."""
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
+    return mean, std
 
 
 def resized_size(h: np.ndarray, w: np.ndarray, spec: TransformSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -167,6 +167,17 @@ class MixMethod:
             self.check_params(params, images)
         return self._apply(images, labels, params, model=model, backend=backend, geometry=geometry)
 
+    @property
+    def resolved_type(self) -> type:
+        """What :meth:`resolve` returns: ``params_type`` unless the method's params need the model."""
+        return self.params_type
+
+    def resolve(self, images: torch.Tensor, labels: torch.Tensor, params: Any, *, model=None) -> Any:
+        """The params ``apply`` finally mixes with: ``params`` itself, except for a method
+        whose masks need the model (Guided-AP), which derives them here; the trainer's sample
+        grid and the label-fidelity truth read what this returns."""
+        return params
+
     def set_epoch(self, epoch: int) -> None:
         """The trainer calls this each epoch (SnapMix's CAM cache stamps maps with it)."""
         self.epoch = int(epoch)

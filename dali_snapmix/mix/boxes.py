@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["box_area", "boxes_around", "rand_boxes"]
+__all__ = ["area_share", "box_area", "boxes_around", "rand_boxes"]
 
 
 def rand_boxes(lam, *, height: int, width: int, rng: np.random.Generator) -> torch.Tensor:
@@ -39,3 +39,8 @@ def boxes_around(lam, cy, cx, *, height: int, width: int) -> torch.Tensor:
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[..., 1] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 2])
+
+
+def area_share(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """float64: each box's share of a height x width image (the area labels' weight)."""
+    return box_area(boxes).double() / (height * width)

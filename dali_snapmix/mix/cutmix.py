@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .base import MixedBatch, MixMethod, check_beta, check_prob
-from .boxes import box_area
+from .boxes import area_share
 from .params import BoxParams, paste_boxes, sample_box_params
 
 __all__ = ["CutMix"]
@@ -49,7 +49,7 @@ class CutMix(MixMethod):
         n, _, h, w = images.shape
         paste_boxes(images, params, backend=backend, tag=self.name)
         live = params.live
-        area = box_area(params.dst_box).double() / (h * w)
+        area = area_share(params.dst_box, h, w)
         if self.asymmetric:  # no paste, no mix
             area = torch.where(live, area, torch.zeros_like(area))
         return MixedBatch.with_partner(images, labels, params.perm, w_b=area.float())

@@ -44,7 +44,7 @@ import torch
 from .base import check_prob
 from .masks import MaskMethod
 from .params import MaskParams, _check_perm, coin, permutation
-from .saliency import input_gradient, normalise_sum, smooth, spectral_residual
+from .saliency import check_smoothing, input_gradient, normalise_sum, smooth, spectral_residual
 
 __all__ = ["GuidedMixup", "GuidedParams", "greedy_cycle", "guided_masks"]
 
@@ -112,8 +112,7 @@ class GuidedMixup(MaskMethod):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
-        if kernel < 0 or (kernel and kernel % 2 == 0) or not sigma > 0:
-            raise ValueError(f"kernel must be 0 or odd and positive and sigma > 0, got kernel={kernel}, sigma={sigma}")
+        check_smoothing(kernel, sigma)
         if saliency_bn not in ("train", "eval"):
             raise ValueError(f"saliency_bn must be 'train' or 'eval', got {saliency_bn!r}")
         self.variant, self.pairing = variant, pairing
@@ -145,14 +144,11 @@ class GuidedMixup(MaskMethod):
     def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator):
         """Draw, in this order: the switch coin, then (random pairing) the partners; for
         Guided-SR the saliency, the greedy partners and the masks follow from the images."""
-        n, _, h, w = images.shape
         mix = coin(rng, self.prob)
-        perm = permutation(rng, n) if mix and self.pairing == "random" else None
-        if self.variant == "ap":
-            return GuidedParams(mix=mix, perm=perm)
-        if not mix:
-            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
-        return self._masks(self.saliency(images), perm)
+        params = GuidedParams(mix=mix, perm=permutation(rng, len(images)) if mix and self.pairing == "random" else None)
+        return params if self.variant == "ap" else self.resolve(images, labels, params)
+
+    resolved_type = MaskParams
 
     def resolve(self, images: torch.Tensor, labels: torch.Tensor, params, *, model=None) -> MaskParams:
         """The MaskParams ``apply`` mixes with: Guided-SR's own; Guided-AP's from the model's

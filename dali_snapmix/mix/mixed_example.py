@@ -37,7 +37,7 @@ import torch
 
 from .. import kernels
 from .base import MixedBatch, check_prob
-from .boxes import box_area
+from .boxes import area_share
 from .masks import MaskMethod
 from .params import BoxParams, MaskParams, coin, permutation
 
@@ -127,4 +127,4 @@ class MixedExample(MaskMethod):
         # equal sizes with align_corners=True: every source coordinate is a pixel, an exact copy
         kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                               align_corners=True, backend=backend, tag=self.name)
-        return MixedBatch.with_partner(images, labels, params.perm, w_b=(box_area(params.dst_box).double() / (h * w)).float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=area_share(params.dst_box, h, w).float())

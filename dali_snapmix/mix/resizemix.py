@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from .base import MixedBatch, MixMethod, check_prob
-from .boxes import box_area
+from .boxes import area_share
 from .params import BoxParams, coin, permutation
 
 __all__ = ["ResizeMix", "ResizeParams"]
@@ -94,7 +94,7 @@ class ResizeMix(MixMethod):
         else:
             kernels.paste_resized(images, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=False, backend=backend, tag=self.name)
-        return MixedBatch.with_partner(images, labels, params.perm, w_b=(box_area(params.dst_box).double() / (h * w)).float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=area_share(params.dst_box, h, w).float())
 
 
 def paste_nearest(images: torch.Tensor, params: ResizeParams, *, tag: str) -> None:

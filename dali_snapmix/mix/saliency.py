@@ -96,15 +96,20 @@ def fine_grained_saliency(levels: torch.Tensor, *, channels: str = "rgb", backen
 # ---------------------------------------------------------------- spectral residual
 
 
+def check_smoothing(kernel: int, sigma: float) -> int:
+    """``kernel``, refused unless 0 (no smoothing) or odd and positive, with sigma > 0."""
+    if kernel < 0 or (kernel and kernel % 2 == 0) or not sigma > 0:
+        raise ValueError(f"kernel must be 0 or odd and positive and sigma > 0, got kernel={kernel}, sigma={sigma}")
+    return kernel
+
+
 def smooth(maps: torch.Tensor, *, kernel: int = 7, sigma: float = 3.0) -> torch.Tensor:
     """Gaussian smoothing of (N, H, W) maps with torchvision's ``GaussianBlur((k, k), (sigma,
     sigma))`` kernel and reflect padding, applied as two 1-D passes (torchvision convolves
     with the k x k outer product: 4.5x the work here for k = 7, the same sums up to float32
     rounding, tested); ``kernel`` 0: unchanged."""
-    if kernel == 0:
+    if check_smoothing(kernel, sigma) == 0:
         return maps
-    if kernel < 0 or kernel % 2 == 0 or not sigma > 0:
-        raise ValueError(f"kernel must be 0 or odd and positive and sigma > 0, got kernel={kernel}, sigma={sigma}")
     half = (kernel - 1) * 0.5
     x = torch.linspace(-half, half, steps=kernel, dtype=torch.float32, device=maps.device)
     k1 = torch.exp(-0.5 * (x / sigma).pow(2))

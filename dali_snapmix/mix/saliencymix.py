@@ -33,9 +33,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.spec import IMAGENET_MEAN, IMAGENET_STD
+from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation
 from .base import MixedBatch, MixMethod, check_beta, check_prob
-from .boxes import box_area, boxes_around
+from .boxes import area_share, boxes_around
 from .params import BoxParams, coin, paste_boxes, permutation
 from .saliency import fine_grained_saliency, to_levels
 
@@ -64,10 +64,7 @@ class SaliencyMix(MixMethod):
         if semantics not in SEMANTICS:
             raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
         self.semantics = semantics
-        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
-        self.mean, self.std = mean, std
+        self.mean, self.std = check_normalisation(mean, std)
 
     def _sample(self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> BoxParams:
         """Draw, in this order (the release's): the switch coin, lam, the partners; then
@@ -91,4 +88,4 @@ class SaliencyMix(MixMethod):
             return self.unmixed(images, labels)
         n, _, h, w = images.shape
         paste_boxes(images, params, backend=backend, tag=self.name)  # same-size boxes: a copy
-        return MixedBatch.with_partner(images, labels, params.perm, w_b=(box_area(params.dst_box).double() / (h * w)).float())
+        return MixedBatch.with_partner(images, labels, params.perm, w_b=area_share(params.dst_box, h, w).float())

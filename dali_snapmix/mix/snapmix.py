@@ -52,7 +52,7 @@ import torch
 
 from .. import kernels
 from .base import MixedBatch, MixMethod, check_beta, check_prob
-from .boxes import box_area
+from .boxes import area_share
 from .cam import CAMHead
 from .cam_cache import CAMCache
 from .cam_source import CachedCAMs, ExactCAMs
@@ -87,7 +87,7 @@ def snapmix_weights(masses: torch.Tensor, params: BoxParams, labels: torch.Tenso
     rho_a = 1.0 - masses[:, 0] / (1.0 + 1e-8)
     rho_b = masses[:, 1] / (1.0 + 1e-8)
     rho_a, rho_b = merge_same_label(rho_a, rho_b, y == y[perm])
-    lam = 1.0 - box_area(params.dst_box).to(dev).double() / (height * width)  # area fallback
+    lam = 1.0 - area_share(params.dst_box, height, width).to(dev)  # area fallback
     rho_a = torch.where(rho_a.isnan(), lam, rho_a)
     rho_b = torch.where(rho_b.isnan(), 1.0 - lam, rho_b)
     own = (perm == torch.arange(len(perm), device=dev)) | ~params.live.to(dev)
