@@ -26,6 +26,14 @@ def _check_tensor(name: str, t, *, shape: tuple, dtypes: tuple) -> None:
                          f"{getattr(t, 'dtype', type(t).__name__)} of shape {tuple(getattr(t, 'shape', ()))}")
 
 
+def _check_unit(name: str, t: torch.Tensor) -> None:
+    """Every entry in [0, 1] (NaN fails too); the first one outside named with its index."""
+    bad = ~((t >= 0) & (t <= 1))
+    if bool(bad.any()):
+        i = tuple(int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name} must be in [0, 1], got {name}{list(i)} = {float(t[i])}")
+
+
 def _check_perm(perm, n: int) -> None:
     """Each sample's partner: an index into the batch (a permutation where the method draws one)."""
     _check_tensor("perm", perm, shape=(n,), dtypes=(torch.int64,))
@@ -55,10 +63,7 @@ class BlendParams:
     def check(self, *, n: int, height: int, width: int) -> None:
         _check_perm(self.perm, n)
         _check_tensor("lam", self.lam, shape=(n,), dtypes=(torch.float32, torch.float64))
-        bad = ~((self.lam >= 0) & (self.lam <= 1))  # NaN fails too
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"lam must be in [0, 1], got lam[{i}] = {float(self.lam[i])}")
+        _check_unit("lam", self.lam)
 
 
 @dataclass(frozen=True)
@@ -100,11 +105,8 @@ class MaskParams:
         shape = (n, self.masks.shape[1], height, width) if per_element else (n, height, width)
         _check_tensor("masks", self.masks, shape=shape, dtypes=(torch.float32,))
         _check_tensor("w_a", self.w_a, shape=(n,), dtypes=(torch.float32,))
-        for name, t in (("masks", self.masks), ("w_a", self.w_a)):
-            bad = ~((t >= 0) & (t <= 1))  # NaN fails too
-            if bool(bad.any()):
-                i = tuple(int(v) for v in bad.nonzero()[0])
-                raise ValueError(f"{name} must be in [0, 1], got {name}{list(i)} = {float(t[i])}")
+        _check_unit("masks", self.masks)
+        _check_unit("w_a", self.w_a)
 
 
 def pixel_weights(params: MaskParams | BlendParams, *, height: int, width: int) -> torch.Tensor:
