@@ -212,7 +212,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
             if isinstance(params, scored):
                 truth = part_truth(parts, held, b.labels, params)
         hidden = getattr(target, "hidden", None)  # Manifold Mixup: the images enter unmixed
-        where = f" (mixed inside the model at {hidden.name}: the inputs shown)" if hidden is not None else ""
+        where = f"\n(mixed inside the model at {hidden.name}: the inputs are shown)" if hidden is not None else ""
         save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
                          title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label{where}")
