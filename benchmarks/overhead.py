@@ -23,6 +23,11 @@ run pays p times the overhead. Variants:
   saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
                                              the host, OpenCV's CPU detector, a slice paste (needs
                                              opencv-contrib-python-headless; else no row)
+  attentivemix                               AttentiveMix (k 6 of 7 x 7) with the CAMs of the model
+                                             being trained (one no-grad forward, eval mode)
+  attentivemix-reference                     AttentiveMix as its unofficial release runs it, per
+                                             sample: a forward of each partner alone, the map to
+                                             the host, numpy's top-k, a slice paste per cell
   snapmix-lowres                             SnapMix with the CAM pass on a half-size copy
   snapmix-cached                             SnapMix with cached CAMs re-projected into each
                                              step's crops (new random windows and flips every
@@ -160,6 +165,38 @@ def guided_ap_authors_style(images, labels, model):
     return release_guided_mix(images, labels, (x.grad ** 2).mean(dim=1).sqrt().detach())
 
 
+def attentivemix_authors_style(images, labels, perm, *, model, k: int = 6):
+    """AttentiveMix the way its unofficial release (xden2331/attentive_cutmix) runs it, one
+    image at a time: each partner's attention from a forward of that image alone (here the
+    model's CAM of the partner's class, in eval mode, as ``AttentiveMix``'s default; the
+    release takes a fixed ResNet-50's last channel), copied to the host, ``np.argpartition``'s
+    top k of the map (the grid is the map: 7 x 7 at 224 px), each cell pasted by a slice from
+    a copy of the batch; lam = k / cells. The same output as ``AttentiveMix(grid=side of the
+    map)`` given the same partners, where the map's side divides the image's."""
+    from dali_snapmix.mix.cam import CAMHead
+
+    n, _, h, w = images.shape
+    head = CAMHead.of(model)
+    was_training = model.training
+    model.eval()
+    cells = []
+    with torch.no_grad():
+        for i in range(n):
+            j = int(perm[i])
+            f = torch.relu(head.features(images[j:j + 1]))[0]
+            cam = torch.einsum("chw,c->hw", f, head.classifier.weight[labels[j]]) + head.classifier.bias[labels[j]]
+            a = cam.float().cpu().numpy()
+            top = np.argpartition(a.ravel(), a.size - k)[-k:]
+            cells.append(np.column_stack(np.unravel_index(top, a.shape)))
+    model.train(was_training)
+    sources = images[perm.to(images.device)]
+    ch, cw = h // a.shape[0], w // a.shape[1]
+    for i, chosen in enumerate(cells):
+        for r, c in chosen:
+            images[i, :, r * ch:(r + 1) * ch, c * cw:(c + 1) * cw] = sources[i, :, r * ch:(r + 1) * ch, c * cw:(c + 1) * cw]
+    return MixedBatch.with_partner(images, labels, perm, w_b=torch.full((n,), k / a.size))
+
+
 def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
     """SaliencyMix as its release runs the detector, but per sample (GuidedMixup's Table 2
     setting): one lam and randperm per batch (the release's draws, in its order), then for
@@ -228,8 +265,8 @@ def main(argv=None) -> dict:
     # and CutOut would make the median a coin toss between mixed and clean steps, and could
     # leave a kernel uncompiled after the warm-up)
     mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
-                           **({"autocast": amp} if m == "snapmix" else {}))
-              for m in ("baseline", *HAND_CRAFTED, "snapmix")}
+                           **({"autocast": amp} if m in ("snapmix", "attentivemix") else {}))
+              for m in ("baseline", *HAND_CRAFTED, "attentivemix", "snapmix")}
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
     mixers["saliencymix-released"] = build_mix("saliencymix", num_classes=a.classes, seed=a.seed, prob=1.0,
                                                semantics="released")
@@ -266,7 +303,7 @@ def main(argv=None) -> dict:
             return out
         return run
 
-    for m in ("snapmix", "snapmix-lowres", "snapmix-cached"):
+    for m in ("snapmix", "snapmix-lowres", "snapmix-cached", "attentivemix"):
         mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
     def bare_forward(x):
@@ -290,6 +327,9 @@ def main(argv=None) -> dict:
             target = guided_sr_authors_style(x, labels)
         elif name == "guided-ap-reference":
             target = guided_ap_authors_style(x, labels, model)
+        elif name == "attentivemix-reference":
+            with autocast():
+                target = attentivemix_authors_style(x, labels, torch.from_numpy(ref_rng.permutation(a.batch)), model=model)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)
@@ -312,7 +352,7 @@ def main(argv=None) -> dict:
         opt.step()
 
     names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference",
-             "guided-ap-reference", "snapmix", "snapmix-lowres",
+             "guided-ap-reference", "attentivemix", "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     if detector is not None:
         names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
@@ -366,7 +406,8 @@ def main(argv=None) -> dict:
         Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44",
-                                                           "guided-sr-reference": "#a44", "guided-ap-reference": "#a44"}.get(n, "#888") for n in names])
+                                                           "guided-sr-reference": "#a44", "guided-ap-reference": "#a44",
+                                                           "attentivemix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

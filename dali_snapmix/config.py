@@ -35,7 +35,7 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
     mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
@@ -47,6 +47,10 @@ class Config:
     saliencymix_semantics: str | None = None  # paper (default: a box per sample) | released (one saliency map and box per batch)
     guided_pairing: str | None = None  # GuidedMixup's partners: greedy (default: the paper's cycle) | random
     guided_saliency_bn: str | None = None  # Guided-AP's saliency pass: train (default, the release: BN statistics move) | eval
+    attentive_k: int | None = None  # AttentiveMix: cells pasted from the partner (default 6)
+    attentive_grid: int | None = None  # AttentiveMix: the grid's side in cells (default 7)
+    attentive_model: str | None = None  # AttentiveMix's attention from this fixed network (a --model name; default: the CAMs of the model being trained)
+    attentive_weights: str | None = None  # its local pretrained state dict (efficientnet_lite0_imagenet ships its own)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -106,12 +110,17 @@ OPTIONS = {
     "saliencymix_semantics": ("semantics", ["saliencymix"]),
     "guided_pairing": ("pairing", ["guided-sr", "guided-ap"]),
     "guided_saliency_bn": ("saliency_bn", ["guided-ap"]),
+    "attentive_k": ("k", ["attentivemix"]),
+    "attentive_grid": ("grid", ["attentivemix"]),
+    "attentive_model": ("attention_model", ["attentivemix"]),  # the trainer builds the network (models.attention_network)
+    "attentive_weights": ("attention_weights", ["attentivemix"]),
 }
 APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last
-CAM_PASS = ["snapmix"]
-# the methods that read the images' 8-bit levels, which take the run's input normalisation
-PIXEL_LEVELS = ["saliencymix"]
+CAM_PASS = ["snapmix", "attentivemix"]
+# the methods that take the run's input normalisation: SaliencyMix reads the images' 8-bit
+# levels, AttentiveMix re-normalises them for its fixed attention network
+TAKES_NORMALISATION = ["saliencymix", "attentivemix"]
 TYPES = {"int": int, "float": float, "str": str}
 FP16_ON_CPU = "--amp fp16 needs a GPU (fp16 training needs CUDA's gradient scaler); on the CPU use --amp bf16"
 # settings a resumed run may change: they do not change what the run computes
@@ -226,6 +235,10 @@ def check(cfg: Config) -> None:
         raise SystemExit(f"--lr-steps must be comma-separated epochs, got {cfg.lr_steps!r}") from None
     if steps != sorted(steps):
         raise SystemExit(f"--lr-steps must be increasing, got {cfg.lr_steps!r}")
+    if cfg.attentive_weights and not Path(cfg.attentive_weights).is_file():
+        raise SystemExit(f"--attentive-weights: no such file {cfg.attentive_weights}")
+    if cfg.attentive_weights and not cfg.attentive_model:
+        raise SystemExit(f"--attentive-weights {cfg.attentive_weights} needs --attentive-model (the network they are for)")
     if cfg.pretrained and not Path(cfg.pretrained).is_file():
         raise SystemExit(f"--pretrained: no such file {cfg.pretrained}")
     if cfg.resume and not Path(cfg.resume).is_file():

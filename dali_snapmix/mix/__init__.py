@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from .attentivemix import AttentiveMix
 from .base import MixedBatch, MixMethod, mixed_cross_entropy, soft_targets
 from .baseline import Baseline
 from .cam import CAMHead, class_activation_maps
@@ -28,7 +29,7 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
+    "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
     "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_cross_entropy", "soft_targets",
 ]
 
@@ -49,6 +50,7 @@ METHODS = {
     "manifold": ManifoldMixup,
     "guided-sr": lambda **kw: GuidedMixup(variant="sr", **kw),
     "guided-ap": lambda **kw: GuidedMixup(variant="ap", **kw),
+    "attentivemix": AttentiveMix,
 }
 
 

@@ -36,14 +36,12 @@ such a pixel takes half of each image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from .base import check_prob
 from .masks import MaskMethod
-from .params import MaskParams, _check_perm, coin, permutation
+from .params import MaskParams, PartnerParams, coin, permutation
 from .saliency import check_smoothing, input_gradient, normalise_sum, smooth, spectral_residual
 
 __all__ = ["GuidedMixup", "GuidedParams", "greedy_cycle", "guided_masks"]
@@ -53,17 +51,7 @@ VARIANTS = ("sr", "ap")
 DEFAULT_PROB = {"sr": 0.5, "ap": 0.8}  # the release's FGVC README commands
 
 
-@dataclass(frozen=True)
-class GuidedParams:
-    """Guided-AP before its saliency pass: ``mix`` (the coin) and ``perm`` int64 (N,) for
-    random pairing, None for greedy (the partners then follow from the saliency)."""
-
-    mix: bool
-    perm: torch.Tensor | None
-
-    def check(self, *, n: int, height: int, width: int) -> None:
-        if self.perm is not None:
-            _check_perm(self.perm, n)
+GuidedParams = PartnerParams  # Guided-AP before its saliency pass: the coin, and the partners for random pairing
 
 
 def greedy_cycle(dist: torch.Tensor) -> torch.Tensor:
@@ -119,7 +107,7 @@ class GuidedMixup(MaskMethod):
         self.prob = check_prob(DEFAULT_PROB[variant] if prob is None else prob)
         self.kernel, self.sigma, self.saliency_bn = int(kernel), float(sigma), saliency_bn
         self.name = f"guided-{variant}"
-        self.params_type = GuidedParams if variant == "ap" else MaskParams
+        self.params_type = PartnerParams if variant == "ap" else MaskParams
 
     def saliency(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, model=None) -> torch.Tensor:
         """S, float32 (N, H, W) on the images' device: smoothed and summing to 1."""
@@ -145,28 +133,11 @@ class GuidedMixup(MaskMethod):
         """Draw, in this order: the switch coin, then (random pairing) the partners; for
         Guided-SR the saliency, the greedy partners and the masks follow from the images."""
         mix = coin(rng, self.prob)
-        params = GuidedParams(mix=mix, perm=permutation(rng, len(images)) if mix and self.pairing == "random" else None)
+        params = PartnerParams(mix=mix, perm=permutation(rng, len(images)) if mix and self.pairing == "random" else None)
         return params if self.variant == "ap" else self.resolve(images, labels, params)
 
-    resolved_type = MaskParams
-
-    def resolve(self, images: torch.Tensor, labels: torch.Tensor, params, *, model=None) -> MaskParams:
-        """The MaskParams ``apply`` mixes with: Guided-SR's own; Guided-AP's from the model's
-        saliency (its BatchNorm statistics move in train mode: call once per batch)."""
-        if isinstance(params, MaskParams):
-            return params
-        n, _, h, w = images.shape
-        if not params.mix:
-            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
+    def _resolve_masks(self, images: torch.Tensor, labels: torch.Tensor, params: PartnerParams, *,
+                       model=None) -> MaskParams:
+        """Guided-SR's masks from the images; Guided-AP's from the model's saliency (its
+        BatchNorm statistics move in train mode: resolve once per batch)."""
         return self._masks(self.saliency(images, labels, model=model), params.perm)
-
-    def check_params(self, params, images: torch.Tensor) -> None:
-        if isinstance(params, MaskParams) and self.variant == "ap":  # already resolved
-            n, _, h, w = images.shape
-            params.check(n=n, height=h, width=w)
-            return
-        super().check_params(params, images)
-
-    def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None):
-        return super()._apply(images, labels, self.resolve(images, labels, params, model=model), model=model,
-                              backend=backend, geometry=geometry)

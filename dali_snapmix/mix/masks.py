@@ -7,7 +7,7 @@ import torch
 
 from .. import kernels
 from .base import MixedBatch, MixMethod
-from .params import MaskParams
+from .params import MaskParams, PartnerParams
 
 __all__ = ["MaskMethod", "mask_params"]
 
@@ -23,12 +23,41 @@ def mask_params(*, mix: bool, perm: torch.Tensor, masks: torch.Tensor, w_a: torc
 
 class MaskMethod(MixMethod):
     """A method whose params are per-pixel weights: in place, each pixel
-    ``m x_i + (1 - m) x_perm[i]``; labels (y, y[perm]) weighted (w_a, 1 - w_a)."""
+    ``m x_i + (1 - m) x_perm[i]``; labels (y, y[perm]) weighted (w_a, 1 - w_a).
+
+    A method whose masks need the model (``params_type = PartnerParams``: Guided-AP,
+    AttentiveMix) samples the coin and partners only, and writes ``_resolve_masks``;
+    ``resolve`` (and so ``apply``) derives the MaskParams with the model."""
 
     params_type = MaskParams
 
-    def _apply(self, images, labels, params: MaskParams, *, model=None, backend: str = "auto",
-               geometry=None) -> MixedBatch:
+    @property
+    def resolved_type(self) -> type:
+        return MaskParams if self.params_type is PartnerParams else self.params_type
+
+    def _resolve_masks(self, images: torch.Tensor, labels: torch.Tensor, params: PartnerParams, *,
+                       model=None) -> MaskParams:
+        raise NotImplementedError
+
+    def resolve(self, images: torch.Tensor, labels: torch.Tensor, params, *, model=None) -> MaskParams:
+        """PartnerParams' masks from the model (a batch the coin leaves unmixed gets no
+        model pass); any other params as given."""
+        if not isinstance(params, PartnerParams):
+            return params
+        if not params.mix:
+            n, _, h, w = images.shape
+            return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
+        return self._resolve_masks(images, labels, params, model=model)
+
+    def check_params(self, params, images: torch.Tensor) -> None:
+        if isinstance(params, MaskParams) and self.params_type is PartnerParams:  # already resolved
+            n, _, h, w = images.shape
+            params.check(n=n, height=h, width=w)
+            return
+        super().check_params(params, images)
+
+    def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None) -> MixedBatch:
+        params = self.resolve(images, labels, params, model=model)
         if not params.mix:
             return self.unmixed(images, labels)
         dev = images.device

@@ -109,6 +109,21 @@ class MaskParams:
         _check_unit("w_a", self.w_a)
 
 
+@dataclass(frozen=True)
+class PartnerParams:
+    """A mask method's params before its masks, which need the model being trained
+    (Guided-AP's saliency, AttentiveMix's CAMs): ``mix`` (the coin) and ``perm`` int64 (N,),
+    or None where the partners follow from the masks' saliency (greedy pairing).
+    ``MaskMethod.resolve`` turns them into :class:`MaskParams`."""
+
+    mix: bool
+    perm: torch.Tensor | None
+
+    def check(self, *, n: int, height: int, width: int) -> None:
+        if self.perm is not None:
+            _check_perm(self.perm, n)
+
+
 def pixel_weights(params: MaskParams | BlendParams, *, height: int, width: int) -> torch.Tensor:
     """float64 (N, H, W) on the host: each pixel's weight of the sample's own image under a
     mask (per-element masks: the mean of the pixel's channels) or a blend (lam everywhere);

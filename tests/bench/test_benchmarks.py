@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.overhead import (
+    attentivemix_authors_style,
     guided_ap_authors_style,
     guided_sr_authors_style,
     opencv_saliency,
@@ -22,7 +23,8 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
              "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap",
-             "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "snapmix", "snapmix-lowres",
+             "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "attentivemix",
+             "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
@@ -37,6 +39,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     assert res["cached_amortised"] == pytest.approx(want, rel=1e-12)
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else
     assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
+    assert res["cam_s"]["attentivemix"] > 0  # its CAM pass
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
@@ -91,6 +94,27 @@ def test_guided_ap_reference_is_guided_ap_the_releases_way():
     got = guided_ap_authors_style(x.clone(), y, copy.deepcopy(model))
     assert torch.equal(got.labels, want.labels)
     assert (got.images - want.images).abs().max() <= 1e-4 and (got.weights - want.weights).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("n,side", [(5, 112), (1, 224)])
+def test_attentivemix_reference_is_attentivemix_the_unofficial_releases_way(n, side):
+    """The AttentiveMix reference row (a forward per partner, numpy's top-k, slice pastes)
+    mixes as AttentiveMix does with the same partners, from the same model's CAMs: the
+    map is 7 x 7 at 112 px (cells of 16) and 14 x 14 at 224 (grid 14)."""
+    import torch
+
+    from dali_snapmix.mix import AttentiveMix
+    from dali_snapmix.mix.params import PartnerParams
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(n)
+    model = SmallCNN(4, width=4).train()
+    x, y = torch.randn(n, 3, side, side), torch.randint(0, 4, (n,))
+    perm = torch.randperm(n)
+    want = AttentiveMix(grid=side // 16)(x.clone(), y, params=PartnerParams(mix=True, perm=perm), model=model)
+    got = attentivemix_authors_style(x.clone(), y, perm, model=model)
+    assert torch.equal(got.labels, want.labels) and torch.equal(got.images, want.images)
+    assert (got.weights - want.weights).abs().max() <= 1e-7 and model.training
 
 
 def test_saliency_release_script(capsys):
@@ -180,7 +204,8 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     # zero up to the float32 rounding of the contract's weights
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
-    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "mixed-example: vh-mixup",
+    for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "attentivemix",
+                 "attentivemix-imagenet", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -242,7 +267,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 23 + (opencv_saliency() is not None)
+    assert set(rows) == set(fig["overhead"]) and len(rows) == 25 + (opencv_saliency() is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

@@ -37,9 +37,10 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert "paste_resized" in r["kernels"]
     for name in gpu_check.OVERHEAD:
         rows = r["overhead"][name]["rows"]
-        # 23 rows, and SaliencyMix's authors'-style one where OpenCV's contrib modules are installed
-        assert len(rows) == 23 + ("saliencymix-reference" in rows) and rows["snapmix"]["step_ms"] > 0, name
+        # 25 rows, and SaliencyMix's authors'-style one where OpenCV's contrib modules are installed
+        assert len(rows) == 25 + ("saliencymix-reference" in rows) and rows["snapmix"]["step_ms"] > 0, name
         assert rows["samplepairing"]["step_ms"] > 0 and rows["saliencymix"]["step_ms"] > 0, name
+        assert rows["attentivemix-reference"]["step_ms"] > 0, name
         assert r["overhead"][name]["figures"]["setting"]["device"] == "cpu"
     md = (out / "report.md").read_text()
     assert "REHEARSAL" in md and "Problems: 0" in md and "| memcheck | ok |" in md

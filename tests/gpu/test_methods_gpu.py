@@ -12,6 +12,7 @@ import torch
 from dali_snapmix.data.spec import CropGeometry
 from dali_snapmix.mix import (
     RICAP,
+    AttentiveMix,
     CAMCache,
     CutMix,
     CutOut,
@@ -63,6 +64,7 @@ METHODS = {
     "saliencymix": lambda: SaliencyMix(num_classes=K),
     "guided-sr": lambda: GuidedMixup(prob=1.0, num_classes=K),
     "guided-ap random": lambda: GuidedMixup(variant="ap", prob=1.0, pairing="random", num_classes=K),
+    "attentivemix": lambda: AttentiveMix(k=5, grid=4, num_classes=K),
     "mixed-example pixels": lambda: MixedExample(variant="random-pixels", num_classes=K),
     "mixed-example elements": lambda: MixedExample(variant="random-elements", num_classes=K),
     "mixed-example column-interval": lambda: MixedExample(variant="column-interval", num_classes=K),

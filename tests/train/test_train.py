@@ -365,6 +365,37 @@ def test_method_options_unset_mean_the_method_default():
         build_mixer(Config(mix="baseline", mix_prob=0.5), 4, 10, torch.device("cpu"))
 
 
+def test_attentivemix_takes_its_fixed_network_from_a_local_file(tmp_path):
+    """--attentive-model NAME --attentive-weights PATH: the network built with 1000
+    classes, its body loaded, frozen in eval mode, with its own normalisation; refused
+    without weights, with weights that miss a body tensor, and weights without a network."""
+    from dali_snapmix.models import SmallCNN, input_normalisation
+    from dali_snapmix.trainer import build_mixer
+
+    net = SmallCNN(1000)
+    sd = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}  # the classifier may be absent
+    torch.save(sd, tmp_path / "w.pt")
+    cfg = parse_args(["--mix", "attentivemix", "--model", "resnet18", "--attentive-model", "small_cnn",
+                      "--attentive-weights", str(tmp_path / "w.pt"), "--attentive-k", "4"])
+    m = build_mixer(cfg, 4, 10, torch.device("cpu"))
+    fixed = m.attention_model
+    assert isinstance(fixed, SmallCNN) and not fixed.training and m.k == 4
+    assert all(torch.equal(fixed.state_dict()[k], v) for k, v in sd.items())
+    assert not any(p.requires_grad for p in fixed.parameters())
+    assert (m.attention_mean, m.attention_std) == input_normalisation("small_cnn")
+    assert build_mixer(parse_args(["--mix", "attentivemix"]), 4, 10, torch.device("cpu")).attention_model is None
+    with pytest.raises(SystemExit, match="needs its pretrained weights"):
+        build_mixer(parse_args(["--mix", "attentivemix", "--attentive-model", "small_cnn"]), 4, 10, torch.device("cpu"))
+    torch.save({k: v for k, v in sd.items() if not k.startswith("features.3.")}, tmp_path / "part.pt")
+    with pytest.raises(SystemExit, match=r"part.pt lacks 10 tensors of small_cnn's body \(first: features.3.0.weight\)"):
+        build_mixer(parse_args(["--mix", "attentivemix", "--attentive-model", "small_cnn", "--attentive-weights",
+                                str(tmp_path / "part.pt")]), 4, 10, torch.device("cpu"))
+    with pytest.raises(SystemExit, match="--attentive-weights .* needs --attentive-model"):
+        parse_args(["--mix", "attentivemix", "--attentive-weights", str(tmp_path / "w.pt")])
+    with pytest.raises(SystemExit, match="--attentive-k 3 does not apply to --mix cutmix"):
+        parse_args(["--mix", "cutmix", "--attentive-k", "3"])
+
+
 def test_bf16_autocast_runs_on_the_cpu():
     from dali_snapmix.mix import MixedBatch
     from dali_snapmix.models import SmallCNN
