@@ -51,6 +51,8 @@ class Config:
     attentive_grid: int | None = None  # AttentiveMix: the grid's side in cells (default 7)
     attentive_model: str | None = None  # AttentiveMix's attention from this fixed network (a --model name; default: the CAMs of the model being trained)
     attentive_weights: str | None = None  # its local pretrained state dict (efficientnet_lite0_imagenet ships its own)
+    loss: str = "ce"  # ce: the mixed cross-entropy | bce: BCE on softmax (Manifold Mixup's, PuzzleMix's, Co-Mixup's, GuidedMixup's CIFAR code)
+    clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce)
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -96,7 +98,7 @@ CHOICES = {
     "mix": list(METHODS), "snapmix_semantics": ["released", "improved"], "resize_mode": ["shorter", "warp"],
     "amp": ["off", "bf16", "fp16"], "mixed_example_variant": list(MIXED_EXAMPLE_VARIANTS),
     "mixed_example_semantics": ["paper", "released"], "saliencymix_semantics": ["paper", "released"],
-    "guided_pairing": ["greedy", "random"], "guided_saliency_bn": ["train", "eval"],
+    "guided_pairing": ["greedy", "random"], "guided_saliency_bn": ["train", "eval"], "loss": ["ce", "bce"],
 }
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
@@ -199,6 +201,11 @@ def check(cfg: Config) -> None:
         raise SystemExit(f"--mix-prob must be in [0, 1], got {cfg.mix_prob}")
     if cfg.mix_beta is not None and not cfg.mix_beta > 0:
         raise SystemExit(f"--mix-beta must be > 0, got {cfg.mix_beta}")
+    if not cfg.clean_lam >= 0:
+        raise SystemExit(f"--clean-lam must be >= 0, got {cfg.clean_lam}")
+    if cfg.clean_lam > 0 and all(m == "baseline" for m in (cfg.compare.split(",") if cfg.compare else [cfg.mix])):
+        raise SystemExit(f"--clean-lam {cfg.clean_lam} adds the clean batch's loss to mixed steps, and --mix baseline "
+                         f"has none: its steps are clean already")
     if cfg.cam_resolution is not None and not 0.0 < cfg.cam_resolution <= 1.0:
         raise SystemExit(f"--cam-resolution must be in (0, 1], got {cfg.cam_resolution}")
     if cfg.cam_cache_every is not None and cfg.cam_cache_every < 0:

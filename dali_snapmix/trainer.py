@@ -44,7 +44,7 @@ from .config import (
     parse_args,
 )
 from .data import Batch, ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
-from .mix import CAMCache, MixMethod, build_mix, hidden_mixing, mixed_cross_entropy
+from .mix import LOSSES, CAMCache, MixMethod, build_mix, hidden_mixing
 from .models import (
     SHIPS_WEIGHTS,
     MidLevel,
@@ -90,23 +90,34 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         raise SystemExit(f"--mix {cfg.mix}: {e}") from None
 
 
-def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device):
-    """Forward + the mixed loss; Inception's auxiliary head adds 0.4 x, the mid-level
-    branch 1 x the same mixed loss. Returns (main logits, loss)."""
+def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device, loss: str = "ce"):
+    """Forward + the mixed loss (``loss``: ce, the mixed cross-entropy; bce, BCE on
+    softmax); Inception's auxiliary head adds 0.4 x, the mid-level branch 1 x the same
+    loss. Returns (main logits, loss)."""
+    criterion = LOSSES[loss]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     with torch.autocast(tdev.type, dtype=dtype, enabled=dtype is not None), hidden_mixing(target):
         out = model(images)
     extra = None
     if isinstance(out, tuple) and not hasattr(out, "aux_logits"):  # MidLevel: (backbone output, branch logits)
         out, extra = out
-    loss = 0.0
+    total = 0.0
     if hasattr(out, "aux_logits"):  # torchvision InceptionOutputs in train mode
-        loss = 0.4 * mixed_cross_entropy(out.aux_logits.float(), target)
+        total = 0.4 * criterion(out.aux_logits.float(), target)
         out = out.logits
-    loss = loss + mixed_cross_entropy(out.float(), target)
+    total = total + criterion(out.float(), target)
     if extra is not None:
-        loss = loss + mixed_cross_entropy(extra.float(), target)
-    return out, loss
+        total = total + criterion(extra.float(), target)
+    return out, total
+
+
+def clean_loss(model, images, labels, *, weight: float, loss: str, amp: str, tdev: torch.device) -> torch.Tensor:
+    """--clean-lam: ``weight`` x the clean batch's cross-entropy (heads as
+    :func:`logits_and_loss`), x 2 / C under --loss bce, as PuzzleMix and Co-Mixup scale it
+    to the BCE's gradients. Added to the mixed loss before the one backward: the optimizer
+    steps on both gradients, as those releases accumulate them."""
+    logits, ce = logits_and_loss(model, images, MixMethod.unmixed(images, labels), amp=amp, tdev=tdev)
+    return weight * (2.0 / logits.shape[1] if loss == "bce" else 1.0) * ce
 
 
 @torch.no_grad()
@@ -411,7 +422,8 @@ def resume(run: Run) -> None:
     checkpoint was written with settings that change what the run computes."""
     cfg = run.cfg
     ck = torch.load(cfg.resume, map_location="cpu", weights_only=False)
-    theirs = {k: v for k, v in ck["config"].items() if k not in RUN_ONLY}
+    # a setting the checkpoint lacks came after it was written: it trained with that setting's default
+    theirs = {f.name: f.default for f in dataclasses.fields(Config)} | ck["config"]
     ours = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY}
     diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
     if diff:
@@ -444,6 +456,12 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
         meter.arrived()
         if on_batch is not None:
             on_batch(epoch, run.rank, b)
+        clean = None
+        if cfg.clean_lam > 0 and active is run.mixer and cfg.mix != "baseline":  # a baseline step is clean already
+            # before the mix, which writes b.images in place: a copy (the forward's graph keeps its input);
+            # the module inside DDP: the one DDP forward is the mixed one, whose backward all-reduces both
+            xc = b.images.clone(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+            clean = clean_loss(run.model, xc, b.labels, weight=cfg.clean_lam, loss=cfg.loss, amp=cfg.amp, tdev=run.tdev)
         t = time.perf_counter()
         # the Batch itself: only SnapMix's cache reads its geometry (copied to the host then,
         # not on every step of every method)
@@ -451,7 +469,9 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
                               geometry=b)
         meter.mixed(t)
         x = target.images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else target.images
-        _, loss = logits_and_loss(run.ddp, x, target, amp=cfg.amp, tdev=run.tdev)
+        _, loss = logits_and_loss(run.ddp, x, target, amp=cfg.amp, tdev=run.tdev, loss=cfg.loss)
+        if clean is not None:
+            loss = loss + clean
         if not torch.isfinite(loss):
             step = epoch * len(run.train_loader) + meter.steps
             raise SystemExit(f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); "

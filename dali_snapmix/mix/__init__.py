@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .attentivemix import AttentiveMix
-from .base import MixedBatch, MixMethod, mixed_cross_entropy, soft_targets
+from .base import LOSSES, MixedBatch, MixMethod, mixed_bce_on_softmax, mixed_cross_entropy, soft_targets
 from .baseline import Baseline
 from .cam import CAMHead, class_activation_maps
 from .cam_cache import CAMCache
@@ -29,8 +29,8 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
-    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_cross_entropy", "soft_targets",
+    "LOSSES", "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
+    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_bce_on_softmax", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {

@@ -18,8 +18,10 @@ train mode as the release, ``saliency_bn="eval"`` for PuzzleMix's way), smoothed
 over the whole batch, the L2 distance. Guided-SR's params (partners and masks) are drawn
 before the model is asked anything; Guided-AP's saliency needs the model, so its params
 (:class:`GuidedParams`) hold the coin and any random partners, and ``apply`` derives the
-masks (``resolve`` returns them as MaskParams). The release's ``clean_lam`` (keeping the
-saliency pass's loss in the step) is not implemented: the pass leaves no gradient.
+masks (``resolve`` returns them as MaskParams). The pass leaves no gradient: the release's
+``clean_lam`` (the clean batch's loss kept in the step) is the trainer's ``--clean-lam``,
+which runs a clean forward of its own (in train mode BatchNorm then sees the clean batch
+once more than in the release, whose saliency pass serves both).
 
 Greedy pairing, done as the paper describes it and on the batch's device: start at the
 largest off-diagonal distance i -> j, then from each new image to its farthest image not

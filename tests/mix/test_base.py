@@ -9,11 +9,14 @@ import torch
 from mix_helpers import assert_close, batch, model
 
 from dali_snapmix.mix import (
+    LOSSES,
+    RICAP,
     CutMix,
     CutOut,
     Mixup,
     SnapMix,
     build_mix,
+    mixed_bce_on_softmax,
     mixed_cross_entropy,
     soft_targets,
 )
@@ -34,6 +37,23 @@ def test_same_params_replay_through_the_reference_backend(rng):
 
 
 # ---------------------------------------------------------------- loss and soft targets
+
+
+def test_bce_on_softmax_is_the_releases_loss(rng):
+    """BCELoss(softmax(logits), dense targets), written out in float64: the mean over N x C
+    of -(t log p + (1 - t) log(1 - p)), t the weights' sum per class (K = 2 and RICAP's 4)."""
+    x, y = batch(rng, n=7)
+    for out in (CutMix(seed=1)(x.clone(), y), RICAP(seed=1)(x.clone(), y)):
+        logits = torch.from_numpy(rng.standard_normal((7, 4)).astype(np.float32) * 3)
+        p = torch.softmax(logits.double(), 1)
+        t = torch.zeros(7, 4, dtype=torch.float64)
+        for i in range(7):
+            for k in range(out.k):
+                t[i, out.labels[i, k]] += float(out.weights[i, k])
+        want = -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+        assert mixed_bce_on_softmax(logits, out).item() == pytest.approx(want.item(), rel=2e-6)
+    sure = torch.tensor([[200.0, 0.0, 0.0, 0.0]] * 7)  # p = (1, 0, 0, 0) in float32: BCELoss's log clamp at -100
+    assert torch.isfinite(mixed_bce_on_softmax(sure, out)) and LOSSES["bce"] is mixed_bce_on_softmax
 
 
 def test_mixed_cross_entropy_and_soft_targets(rng):

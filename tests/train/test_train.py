@@ -365,6 +365,67 @@ def test_method_options_unset_mean_the_method_default():
         build_mixer(Config(mix="baseline", mix_prob=0.5), 4, 10, torch.device("cpu"))
 
 
+def test_bce_and_clean_lam_gradients_are_the_releases():
+    """The step's loss under --loss bce --clean-lam 0.7: BCE(softmax) of the mixed batch +
+    0.7 x 2/C x the clean batch's CE, written out here with plain ops; same gradients."""
+    from dali_snapmix.mix import CutMix
+    from dali_snapmix.models import SmallCNN
+    from dali_snapmix.trainer import clean_loss
+
+    torch.manual_seed(0)
+    model, C = SmallCNN(5, width=4).train(), 5
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
+    clean = x.clone()
+    target = CutMix(seed=0)(x, y)
+    total = logits_and_loss(model, target.images, target, amp="off", tdev=torch.device("cpu"), loss="bce")[1]
+    total = total + clean_loss(model, clean, y, weight=0.7, loss="bce", amp="off", tdev=torch.device("cpu"))
+    got = torch.autograd.grad(total, list(model.parameters()))
+    p = torch.softmax(model(target.images), 1)
+    t = torch.zeros(6, C)
+    t[torch.arange(6), target.y_a] += target.w_a
+    t[torch.arange(6), target.y_b] += target.w_b
+    bce = -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+    ce = -torch.log_softmax(model(clean), 1)[torch.arange(6), y].mean()
+    want = torch.autograd.grad(bce + 0.7 * 2 / C * ce, list(model.parameters()))
+    for g, w in zip(got, want):
+        assert (g - w).abs().max() <= 1e-6 * max(1.0, float(w.abs().max()))
+
+
+def test_clean_lam_adds_the_clean_batchs_loss_to_each_step(birds, tmp_path):
+    """--mix cutmix --mix-prob 0 --clean-lam 1: every step's loss is the clean CE twice (the
+    unmixed batch's and the clean term), so with no weight decay the parameters are those
+    of a baseline run at twice the learning rate, bit for bit (BatchNorm's running
+    statistics see the clean batch once more); --clean-lam with baseline alone is refused."""
+    common = ["--data", str(birds.root), "--epochs", "1", *TINY, "--weight-decay", "0"]
+    main([*common, "--mix", "cutmix", "--mix-prob", "0", "--clean-lam", "1", "--out", str(tmp_path / "c")])
+    main([*common, "--mix", "baseline", "--lr", "0.02", "--out", str(tmp_path / "b")])
+    a = torch.load(tmp_path / "c" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(a[k], b[k]) for k in params)
+    assert not torch.equal(a["features.0.1.running_mean"], b["features.0.1.running_mean"])
+    with pytest.raises(SystemExit, match="--clean-lam 0.5 adds the clean batch's loss to mixed steps"):
+        parse_args(["--mix", "baseline", "--clean-lam", "0.5"])
+    with pytest.raises(SystemExit, match="--clean-lam must be >= 0, got -1.0"):
+        parse_args(["--mix", "cutmix", "--clean-lam", "-1"])
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(birds, tmp_path):
+    """A checkpoint written before --loss and --clean-lam existed (its config lacks them)
+    resumes under their defaults, and is refused under another value."""
+    common = ["--data", str(birds.root), *TINY, "--epochs", "2", "--mix", "cutmix"]
+    main([*common, "--keep-checkpoints", "1", "--out", str(tmp_path / "full")])
+    ck = torch.load(tmp_path / "full" / "epoch1.pt", weights_only=False)
+    del ck["config"]["loss"], ck["config"]["clean_lam"]
+    torch.save(ck, tmp_path / "old.pt")
+    main([*common, "--out", str(tmp_path / "r"), "--resume", str(tmp_path / "old.pt")])
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "r" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match=r"different config: \{'loss': \('ce', 'bce'\)\}"):
+        main([*common, "--loss", "bce", "--out", str(tmp_path / "r2"), "--resume", str(tmp_path / "old.pt")])
+
+
 def test_attentivemix_takes_its_fixed_network_from_a_local_file(tmp_path):
     """--attentive-model NAME --attentive-weights PATH: the network built with 1000
     classes, its body loaded, frozen in eval mode, with its own normalisation; refused
