@@ -34,7 +34,7 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
                      cam: torch.Tensor | None = None, parts: torch.Tensor | None = None,
                      truth=None, n: int = 8, title: str = "") -> None:
     """One block per sample: the mixed image (captioned ``label:weight`` for each of its labels), with the
-    pasted box or a binary mask's border (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
+    pasted box or a mask's 0.5 level (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
     is known, the outline of the class-deciding parts the mixed image shows (green: taken
     through the same paste, mask or blend; truth t_a / t_b in the caption). With
     SnapMix's ``cam``, two more panels: the SPM of the sample (its target box) and of its
@@ -59,12 +59,12 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             m = pixel_weights(params, height=shown.shape[2], width=shown.shape[3]).float()
             kernels.mask_blend(shown, perm=params.perm, masks=m, backend="reference")
         shown = shown[:, 0].numpy()
-    outline = None  # a binary mask with few edges (AttentiveMix's cells, concatenations): its border, dashed
+    outline = None  # a mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
     if isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3:
-        m = params.masks[:n].cpu().float()
+        m = params.masks[:n].cpu().float() >= 0.5
         edges = float((m[:, 1:] != m[:, :-1]).float().mean() + (m[:, :, 1:] != m[:, :, :-1]).float().mean())
-        if bool(((m == 0) | (m == 1)).all()) and edges < 0.05:  # not the random-pixel masks
-            outline = m.numpy()
+        if edges < 0.05:  # not the random rows, columns, pixels and elements: speckle
+            outline = params.masks[:n].cpu().float().numpy()
     level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
     per = 3 if maps is not None else 1
