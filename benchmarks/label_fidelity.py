@@ -76,7 +76,7 @@ from dali_snapmix.mix import (
 )
 from dali_snapmix.mix.mixed_example import VARIANTS as MIXED_EXAMPLE_VARIANTS
 from dali_snapmix.mix.params import paste_boxes
-from dali_snapmix.models import MidLevel, attention_network, build_model, input_normalisation
+from dali_snapmix.models import MidLevel, build_model, fixed_attention, input_normalisation
 from dali_snapmix.trainer import train
 
 
@@ -316,13 +316,11 @@ def main(argv=None) -> dict:
     run("guided-ap", GuidedMixup(variant="ap", num_classes=K, prob=1.0))  # the same on the model's input gradients
     run("attentivemix", AttentiveMix(num_classes=K))  # area labels on the partner's top CAM cells (the trained model's)
     try:  # the paper's way: a fixed ImageNet network's attention (the Lite0 whose weights ship; extra 'accuracy')
-        fixed = attention_network("efficientnet_lite0_imagenet").to(next(model.parameters()).device)
+        fixed = fixed_attention("efficientnet_lite0_imagenet", device=next(model.parameters()).device)
     except ValueError as e:
         print(f"no attentivemix-imagenet row: {e}")
     else:
-        am, ast = input_normalisation("efficientnet_lite0_imagenet")
-        run("attentivemix-imagenet", AttentiveMix(num_classes=K, attention_model=fixed, attention_mean=am,
-                                                  attention_std=ast, mean=mean, std=std))
+        run("attentivemix-imagenet", AttentiveMix(num_classes=K, mean=mean, std=std, **fixed))
     for v in MIXED_EXAMPLE_VARIANTS:  # area labels on concatenations, cells, intervals and Bernoulli masks
         run(f"mixed-example: {v}", MixedExample(variant=v, num_classes=K))
     run("area-on-snapmix-boxes", AreaLabels(SnapMix(num_classes=K), name="area-on-snapmix-boxes"))

@@ -203,14 +203,14 @@ def check(cfg: Config) -> None:
         raise SystemExit(f"--mix-beta must be > 0, got {cfg.mix_beta}")
     if not cfg.clean_lam >= 0:
         raise SystemExit(f"--clean-lam must be >= 0, got {cfg.clean_lam}")
-    if cfg.clean_lam > 0 and all(m == "baseline" for m in (cfg.compare.split(",") if cfg.compare else [cfg.mix])):
-        raise SystemExit(f"--clean-lam {cfg.clean_lam} adds the clean batch's loss to mixed steps, and --mix baseline "
-                         f"has none: its steps are clean already")
     if cfg.cam_resolution is not None and not 0.0 < cfg.cam_resolution <= 1.0:
         raise SystemExit(f"--cam-resolution must be in (0, 1], got {cfg.cam_resolution}")
     if cfg.cam_cache_every is not None and cfg.cam_cache_every < 0:
         raise SystemExit(f"--cam-cache-every must be >= 0 (0: off), got {cfg.cam_cache_every}")
     methods = cfg.compare.split(",") if cfg.compare else [cfg.mix]
+    if cfg.clean_lam > 0 and all(m == "baseline" for m in methods):
+        raise SystemExit(f"--clean-lam {cfg.clean_lam} adds the clean batch's loss to mixed steps, and --mix baseline "
+                         f"has none: its steps are clean already")
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"--compare: unknown method {m!r}; choose from {list(METHODS)}")

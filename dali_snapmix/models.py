@@ -8,7 +8,7 @@ from torch import nn
 from .data.spec import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "attention_network", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
-           "init_new_head", "input_normalisation", "load_pretrained", "mid_layer"]
+           "fixed_attention", "init_new_head", "input_normalisation", "load_pretrained", "mid_layer"]
 
 
 class SmallCNN(nn.Module):
@@ -123,6 +123,14 @@ def attention_network(name: str, *, weights: str | None = None) -> nn.Module:
     if body:
         raise ValueError(f"{weights} lacks {len(body)} tensors of {name}'s body (first: {body[0]})")
     return model
+
+
+def fixed_attention(name: str, *, weights: str | None = None, device="cpu") -> dict:
+    """``AttentiveMix``'s keywords for a fixed attention network: the network
+    (:func:`attention_network`, on ``device``) and the normalisation its weights expect."""
+    mean, std = input_normalisation(name)
+    return {"attention_model": attention_network(name, weights=weights).to(device), "attention_mean": mean,
+            "attention_std": std}
 
 
 def init_new_head(classifier: nn.Linear) -> None:

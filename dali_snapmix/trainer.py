@@ -48,9 +48,9 @@ from .mix import LOSSES, CAMCache, MixMethod, build_mix, hidden_mixing
 from .models import (
     SHIPS_WEIGHTS,
     MidLevel,
-    attention_network,
     build_model,
     classifier_of,
+    fixed_attention,
     init_new_head,
     input_normalisation,
     load_pretrained,
@@ -80,10 +80,9 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
     name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
     if name is not None:  # AttentiveMix's fixed network, on the batches' device
         try:
-            opts["attention_model"] = attention_network(name, weights=weights).to(device)
+            opts.update(fixed_attention(name, weights=weights, device=device))
         except ValueError as e:
             raise SystemExit(f"--attentive-model {name}: {e}") from None
-        opts["attention_mean"], opts["attention_std"] = input_normalisation(name)
     try:
         return build_mix(cfg.mix, num_classes=num_classes, **opts)
     except ValueError as e:

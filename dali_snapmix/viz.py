@@ -61,10 +61,11 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         shown = shown[:, 0].numpy()
     outline = None  # a mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
     if isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3:
-        m = params.masks[:n].cpu().float() >= 0.5
-        edges = float((m[:, 1:] != m[:, :-1]).float().mean() + (m[:, :, 1:] != m[:, :, :-1]).float().mean())
+        m = params.masks[:n].cpu().float()
+        above = m >= 0.5
+        edges = float((above[:, 1:] != above[:, :-1]).float().mean() + (above[:, :, 1:] != above[:, :, :-1]).float().mean())
         if edges < 0.05:  # not the random rows, columns, pixels and elements: speckle
-            outline = params.masks[:n].cpu().float().numpy()
+            outline = m.numpy()
     level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
     per = 3 if maps is not None else 1
