@@ -68,6 +68,7 @@ from dali_snapmix.mix import (
     MixedBatch,
     MixedExample,
     MixMethod,
+    PuzzleMix,
     ResizeMix,
     SaliencyMix,
     SamplePairing,
@@ -315,6 +316,8 @@ def main(argv=None) -> dict:
     run("guided-sr", GuidedMixup(num_classes=K, prob=1.0))  # mask-mass labels, saliency-ratio masks, greedy partners
     run("guided-ap", GuidedMixup(variant="ap", num_classes=K, prob=1.0))  # the same on the model's input gradients
     run("attentivemix", AttentiveMix(num_classes=K))  # area labels on the partner's top CAM cells (the trained model's)
+    # mask-mean labels on saliency-kept blocks, the salient blocks moved (the truth follows them)
+    run("puzzlemix", PuzzleMix(num_classes=K, mean=mean, std=std))
     try:  # the paper's way: a fixed ImageNet network's attention (the Lite0 whose weights ship; extra 'accuracy')
         fixed = fixed_attention("efficientnet_lite0_imagenet", device=next(model.parameters()).device)
     except ValueError as e:

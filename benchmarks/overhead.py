@@ -23,6 +23,10 @@ run pays p times the overhead. Variants:
   saliencymix-reference                      SaliencyMix the authors' way, per sample: each source to
                                              the host, OpenCV's CPU detector, a slice paste (needs
                                              opencv-contrib-python-headless; else no row)
+  puzzlemix-reference                        PuzzleMix as its release runs it: a full backward of the
+                                             clean batch in eval mode, the energy's terms to the host,
+                                             gco's alpha-beta swap per sample, the transport's 0/1 plans
+                                             applied by matrix products (needs gco-wrapper; else no row)
   attentivemix                               AttentiveMix (k 6 of 7 x 7) with the CAMs of the model
                                              being trained (one no-grad forward, eval mode)
   attentivemix-reference                     AttentiveMix as its unofficial release runs it, per
@@ -72,7 +76,7 @@ from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
 HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
-                "saliencymix", "manifold", "guided-sr", "guided-ap")
+                "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix")
 
 
 def opencv_saliency():
@@ -197,6 +201,57 @@ def attentivemix_authors_style(images, labels, perm, *, model, k: int = 6):
     return MixedBatch.with_partner(images, labels, perm, w_b=torch.full((n,), k / a.size))
 
 
+def puzzlemix_authors_style(images, labels, model, *, rng, gco, saliency_time, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """PuzzleMix as its release (snu-mllab/PuzzleMix, ``imagenet/train.py`` and ``mixup.py``)
+    runs a step: the clean batch's loss backpropagated in eval mode (parameter gradients
+    too, then zeroed), lam, partners and grid drawn, the energy's terms built in torch and
+    copied to the host, one gco alpha-beta swap per sample on int32 costs (1000 n^2 x the
+    float costs), the masks back to the device, each image's transport plan as a 0/1
+    (n^2, n^2) matrix applied by a matrix product over its blocks. The terms and transport
+    are ours (tested against a transcription of the release); the rest is the release's
+    way. ``saliency_time`` wraps the saliency pass (timed apart)."""
+    from dali_snapmix.mix.puzzlemix import puzzle_energy, puzzle_transport
+
+    def saliency():
+        was = model.training
+        model.eval()
+        x = images.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(x), labels).backward()
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+        return (x.grad ** 2).mean(dim=1).sqrt()
+
+    grad = saliency_time(saliency)()
+    lam = float(rng.beta(1.0, 1.0))
+    perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
+    n = int(2 ** rng.integers(1, 5))
+    dev = images.device
+    with torch.no_grad():
+        m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
+        s = torch.tensor(std, device=dev).view(1, -1, 1, 1)
+        unary, wv, wh, pw, u_a = puzzle_energy(grad, images * s + m, perm, block_num=n, lam=lam)
+        big = 1000 * n * n
+        u_h, v_h, h_h = ((big * t).cpu().numpy().astype(np.int32) for t in (unary, wv, wh))
+        pw_h = pw.cpu().numpy().astype(np.float32)
+        masks = [1.0 - gco.cut_grid_graph(u_h[i], pw_h, v_h[i], h_h[i], algorithm="swap").reshape(n, n) / 2
+                 for i in range(len(images))]
+        grid = torch.tensor(np.stack(masks), dtype=torch.float32, device=dev)
+        b, _, h, w = images.shape
+
+        def moved(x, src):  # the release's transport_image: blocks as vectors, plan^T @ blocks
+            plan = torch.zeros(b, n * n, n * n, device=dev).scatter_(1, src.clamp_min(0)[:, None, :], 1.0)
+            plan = plan * (src >= 0)[:, None, :].float()
+            blocks = x.reshape(b, 3, n, h // n, n, w // n).permute(0, 1, 3, 5, 2, 4).reshape(b, 3, h // n, w // n, n * n, 1)
+            out = plan.transpose(1, 2)[:, None, None, None].matmul(blocks).squeeze(-1)
+            return out.reshape(b, 3, h // n, w // n, n, n).permute(0, 1, 4, 2, 5, 3).reshape(b, 3, h, w)
+
+        own = moved(images, puzzle_transport(grid, u_a))
+        other = moved(images[perm], puzzle_transport(1 - grid, u_a[perm]))
+        mask = torch.nn.functional.interpolate(grid[:, None], size=(h, w))
+        images.copy_(mask * own + (1 - mask) * other)
+    return MixedBatch.with_partner(images, labels, perm, w_a=mask.flatten(1).mean(1))
+
+
 def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
     """SaliencyMix as its release runs the detector, but per sample (GuidedMixup's Table 2
     setting): one lam and randperm per batch (the release's draws, in its order), then for
@@ -305,6 +360,7 @@ def main(argv=None) -> dict:
 
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached", "attentivemix"):
         mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
+    mixers["puzzlemix"].saliency = timing_cams(mixers["puzzlemix"].saliency)  # its saliency pass, timed apart
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
     def bare_forward(x):
         with autocast():
@@ -330,6 +386,8 @@ def main(argv=None) -> dict:
         elif name == "attentivemix-reference":
             with autocast():
                 target = attentivemix_authors_style(x, labels, torch.from_numpy(ref_rng.permutation(a.batch)), model=model)
+        elif name == "puzzlemix-reference":
+            target = puzzlemix_authors_style(x, labels, model, rng=ref_rng, gco=gco, saliency_time=timing_cams)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)
@@ -354,6 +412,12 @@ def main(argv=None) -> dict:
     names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference",
              "guided-ap-reference", "attentivemix", "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
+    try:
+        import gco
+        names.insert(names.index("guided-ap-reference") + 1, "puzzlemix-reference")
+    except ImportError:
+        gco = None
+        print("no puzzlemix-reference row: gco-wrapper is not installed (pip install gco-wrapper)")
     if detector is not None:
         names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
     else:
@@ -386,7 +450,7 @@ def main(argv=None) -> dict:
     print(f"{a.model}, {a.crop}x{a.crop}, batch {a.batch}, {a.classes} classes, {a.repeats} interleaved rounds, medians"
           + (", bf16 autocast" if amp else ""))
     print("| method | median step ms | overhead (paired median) | interquartile range | inside the augmentation ms "
-          "| of which CAM forward ms | rest, % of a baseline step |")
+          "| of which CAM / saliency pass ms | rest, % of a baseline step |")
     print("|---|---|---|---|---|---|---|")
     for n in names:
         rest = f"{beyond[n]:.2%}" if n in beyond else "n/a"
@@ -407,7 +471,7 @@ def main(argv=None) -> dict:
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44",
                                                            "guided-sr-reference": "#a44", "guided-ap-reference": "#a44",
-                                                           "attentivemix-reference": "#a44"}.get(n, "#888") for n in names])
+                                                           "attentivemix-reference": "#a44", "puzzlemix-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

@@ -35,7 +35,7 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix | puzzlemix
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
     mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
@@ -52,7 +52,7 @@ class Config:
     attentive_model: str | None = None  # AttentiveMix's attention from this fixed network (a --model name; default: the CAMs of the model being trained)
     attentive_weights: str | None = None  # its local pretrained state dict (efficientnet_lite0_imagenet ships its own)
     loss: str = "ce"  # ce: the mixed cross-entropy | bce: BCE on softmax (Manifold Mixup's, PuzzleMix's, Co-Mixup's, GuidedMixup's CIFAR code)
-    clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce)
+    clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce); > 0 puts PuzzleMix's saliency pass in train mode, as its release
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -121,8 +121,9 @@ APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last
 CAM_PASS = ["snapmix", "attentivemix"]
 # the methods that take the run's input normalisation: SaliencyMix reads the images' 8-bit
-# levels, AttentiveMix re-normalises them for its fixed attention network
-TAKES_NORMALISATION = ["saliencymix", "attentivemix"]
+# levels, AttentiveMix re-normalises them for its fixed attention network, PuzzleMix's
+# image smoothness compares pixels
+TAKES_NORMALISATION = ["saliencymix", "attentivemix", "puzzlemix"]
 TYPES = {"int": int, "float": float, "str": str}
 FP16_ON_CPU = "--amp fp16 needs a GPU (fp16 training needs CUDA's gradient scaler); on the CPU use --amp bf16"
 # settings a resumed run may change: they do not change what the run computes

@@ -104,7 +104,8 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
                *, min_share: float = 0.25) -> PartTruth:
     """The truth of one batch mixed with ``params`` (see the module docstring); ``cov``
     and ``held`` from :meth:`PartMasks.in_crops` of the clean batch. A mask or a blend
-    shows each pixel with its weight m (the own image) and 1 - m (the partner, in place):
+    shows each pixel with its weight m (the own image) and 1 - m (the partner, in place, or
+    where PuzzleMix's transport moved the block: ``params.move``):
     t_a = sum(P_i m) / sum(P_i), t_b = sum(P_j (1 - m)) / sum(P_j), the box formula's
     generalisation (a box's m is 0 inside, 1 outside)."""
     if not isinstance(params, (BoxParams, MaskParams, BlendParams)):
@@ -117,8 +118,9 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
         live = params.live.cpu() & bool(params.mix)
     else:
         m = pixel_weights(params, height=cov.shape[1], width=cov.shape[2])
-        t_a = (cov * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
-        t_b = (cov[perm] * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
+        cov_a, cov_b = (cov, cov[perm]) if isinstance(params, BlendParams) else (params.move(cov, "a"), params.move(cov[perm], "b"))
+        t_a = (cov_a * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
+        t_b = (cov_b * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
         live = torch.full((len(perm),), bool(params.mix))  # a self-pair, as with boxes: a same-label pair, truth 1
     share = torch.minimum(held, held[perm])
     y = labels.cpu()

@@ -77,6 +77,8 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
     if cfg.mix in TAKES_NORMALISATION:
         mean, std = input_normalisation(cfg.model)
         opts.update(mean=mean, std=std)
+    if cfg.mix == "puzzlemix" and cfg.clean_lam:  # its release: the saliency pass in eval mode only without a clean loss
+        opts.update(saliency_bn="train")
     name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
     if name is not None:  # AttentiveMix's fixed network, on the batches' device
         try:
@@ -237,7 +239,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         del b
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
-        if mix.resolved_type not in scored:
+        if not issubclass(mix.resolved_type, scored):
             found["label_error"] = None  # no pair to score: baseline, CutOut, RICAP's four regions
         else:
             loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=True, **common)

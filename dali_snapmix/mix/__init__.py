@@ -21,6 +21,7 @@ from .manifold import ManifoldMixup, hidden_mixing
 from .mixed_example import MixedExample
 from .mixup import Mixup
 from .params import BlendParams, BoxParams, CutOutParams, MaskParams
+from .puzzlemix import PuzzleMix
 from .resizemix import ResizeMix
 from .ricap import RICAP, RICAPParams
 from .saliencymix import SaliencyMix
@@ -30,7 +31,7 @@ from .snapmix import SnapMix
 
 __all__ = [
     "LOSSES", "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
-    "MixedBatch", "MixedExample", "Mixup", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_bce_on_softmax", "mixed_cross_entropy", "soft_targets",
+    "MixedBatch", "MixedExample", "Mixup", "PuzzleMix", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_bce_on_softmax", "mixed_cross_entropy", "soft_targets",
 ]
 
 METHODS = {
@@ -51,6 +52,7 @@ METHODS = {
     "guided-sr": lambda **kw: GuidedMixup(variant="sr", **kw),
     "guided-ap": lambda **kw: GuidedMixup(variant="ap", **kw),
     "attentivemix": AttentiveMix,
+    "puzzlemix": PuzzleMix,
 }
 
 

@@ -108,6 +108,11 @@ class MaskParams:
         _check_unit("masks", self.masks)
         _check_unit("w_a", self.w_a)
 
+    def move(self, maps: torch.Tensor, side: str) -> torch.Tensor:
+        """(N, ..., H, W) maps of the own images (``side`` "a") or of the partners ("b") as
+        the mix shows them before the mask: in place (PuzzleMix's transport moves blocks)."""
+        return maps
+
 
 @dataclass(frozen=True)
 class PartnerParams:

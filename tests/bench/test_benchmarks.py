@@ -1,6 +1,7 @@
 """The overhead benchmark end to end, tiny (2 rounds): it runs and its numbers are sane.
 No timing assertions: speed claims come from full runs, not tests."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -22,10 +23,11 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap",
+             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix",
              "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "attentivemix",
              "attentivemix-reference", "snapmix", "snapmix-lowres",
-             "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ())
+             "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ()) + \
+        (("puzzlemix-reference",) if importlib.util.find_spec("gco") else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
         assert f"| {name} |" in out and len(t[name]) == 2
@@ -40,6 +42,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else
     assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
     assert res["cam_s"]["attentivemix"] > 0  # its CAM pass
+    assert res["cam_s"]["puzzlemix"] > 0 and res["cam_s"].get("puzzlemix-reference", 1) > 0  # the saliency passes
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
@@ -75,6 +78,40 @@ def test_guided_sr_reference_is_guided_sr_the_releases_way(side):
     got = guided_sr_authors_style(x.clone(), y)
     assert torch.equal(got.labels, want.labels)
     assert (got.images - want.images).abs().max() <= 1e-4 and (got.weights - want.weights).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_puzzlemix_reference_mixes_as_puzzlemix_given_the_same_labels(seed):
+    """The PuzzleMix reference row (a full backward in eval mode, gco on the host, the
+    transport by 0/1 matrix products) mixes as PuzzleMix does when its solver returns the
+    same labels: a stand-in for gco hands back ours, sample by sample."""
+    import torch
+
+    from benchmarks.overhead import puzzlemix_authors_style
+    from dali_snapmix.mix import PuzzleMix
+    from dali_snapmix.mix.puzzlemix import PuzzleParams
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(seed)
+    model = SmallCNN(4, width=4).train()
+    x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 1])
+    draw = np.random.default_rng(seed)  # the reference's draws, in its order: lam, partners, grid
+    lam, perm, n = float(draw.beta(1.0, 1.0)), torch.from_numpy(draw.permutation(5)), int(2 ** draw.integers(1, 5))
+    mix = PuzzleMix(num_classes=4)
+    resolved = mix.resolve(x, y, PuzzleParams(mix=True, perm=perm, lam=lam, block_num=n), model=model)
+    grids = iter(((1 - resolved.masks[:, :: 32 // n, :: 32 // n]) * 2).round().long().numpy())
+
+    class Labels:  # gco.cut_grid_graph's place: our labels, flattened as gco returns them
+        @staticmethod
+        def cut_grid_graph(unary, pairwise, cost_v, cost_h, algorithm):
+            assert unary.dtype == np.int32 and unary.shape == (n, n, 3) and algorithm == "swap"
+            return next(grids).reshape(-1)
+
+    want = mix.apply(x.clone(), y, resolved)
+    got = puzzlemix_authors_style(x.clone(), y, model, rng=np.random.default_rng(seed), gco=Labels,
+                                  saliency_time=lambda f: f)
+    assert torch.equal(got.labels, want.labels) and resolved.w_a.min() < 1  # something was mixed
+    assert (got.images - want.images).abs().max() <= 1e-5 and (got.weights - want.weights).abs().max() <= 1e-6
 
 
 def test_guided_ap_reference_is_guided_ap_the_releases_way():
@@ -154,7 +191,7 @@ def test_accuracy_benchmark_quick(tmp_path, capsys):
     assert saved["protocols"]["finetune"]["summary"].keys() == rep["protocols"]["finetune"]["summary"].keys()
     assert (tmp_path / "acc" / "accuracy.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="unknown"):
-        accuracy(["--quick", "--methods", "puzzlemix"])
+        accuracy(["--quick", "--methods", "no-such-mix"])
 
 
 def test_accuracy_benchmark_embedded_protocol_quick(tmp_path, capsys):
@@ -205,7 +242,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
     for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "attentivemix",
-                 "attentivemix-imagenet", "mixed-example: vh-mixup",
+                 "attentivemix-imagenet", "puzzlemix", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -267,7 +304,8 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
               "--warmup", "1", "--plot", "", "--json", str(js)])
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
-    assert set(rows) == set(fig["overhead"]) and len(rows) == 25 + (opencv_saliency() is not None)
+    assert set(rows) == set(fig["overhead"])
+    assert len(rows) == 26 + (opencv_saliency() is not None) + (importlib.util.find_spec("gco") is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

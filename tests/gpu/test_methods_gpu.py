@@ -189,3 +189,31 @@ def test_manifold_mixup_step_on_cuda_equals_cpu():
         torch.testing.assert_close(l_gpu.cpu(), l_cpu, rtol=0, atol=1e-3)
         torch.testing.assert_close(mixed_cross_entropy(l_gpu, t_gpu).cpu(), mixed_cross_entropy(l_cpu, t_cpu),
                                    rtol=0, atol=1e-4)
+
+
+def test_puzzlemix_solver_transport_and_mix_on_cuda_equal_cpu():
+    """PuzzleMix's saliency differs across devices by float rounding (cuDNN against oneDNN),
+    which may flip a near-tie of the labelling: the solver, the transport and the mix are
+    compared on the same inputs instead."""
+    from dali_snapmix.mix import PuzzleMix
+    from dali_snapmix.mix.grid_mrf import solve_grid_mrf
+    from dali_snapmix.mix.puzzlemix import puzzle_energy, puzzle_transport
+
+    x, y = _batch(n=9, side=64, seed=4)
+    m_cpu, _ = _models()
+    mix = PuzzleMix(num_classes=K)
+    sal = torch.rand(9, 64, 64, generator=torch.Generator().manual_seed(1)) ** 4
+    for rep, n in enumerate((2, 4, 8, 16)):
+        perm = torch.from_numpy(np.random.default_rng(rep).permutation(9))
+        terms = puzzle_energy(sal, mix.pixels(x), perm, block_num=n, lam=0.3 + 0.1 * rep)
+        lab = solve_grid_mrf(*terms[:4])
+        lab_gpu = solve_grid_mrf(*(t.cuda() for t in terms[:4]))
+        assert torch.equal(lab_gpu.cpu(), lab)
+        grid = (1 - lab / 2).float()
+        assert torch.equal(puzzle_transport(grid.cuda(), terms[4].cuda()).cpu(), puzzle_transport(grid, terms[4]))
+        params = mix.sample(x, y, rng=np.random.default_rng(rep))
+        resolved = mix.resolve(x, y, params, model=m_cpu)
+        cpu = mix(x.clone(), y, params=resolved)
+        gpu = mix(x.cuda(), y.cuda(), params=resolved)
+        torch.testing.assert_close(gpu.images.cpu(), cpu.images, rtol=0, atol=1e-6)
+        torch.testing.assert_close(gpu.weights.cpu(), cpu.weights, rtol=0, atol=0)

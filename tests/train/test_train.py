@@ -115,7 +115,7 @@ def test_config_layers_and_bad_values(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown keys \['epoch', 'mixx'\]; valid keys: \[.*'epochs'"):
         parse_args(["--config", str(y)])
     with pytest.raises(SystemExit):
-        parse_args(["--mix", "puzzlemix"])  # argparse names the bad choice
+        parse_args(["--mix", "no-such-mix"])  # argparse names the bad choice
     with pytest.raises(SystemExit, match="--crop 500 is larger than --resize 448"):
         parse_args(["--resize", "448", "--crop", "500"])
     with pytest.raises(SystemExit, match="--pretrained: no such file"):
@@ -484,3 +484,15 @@ def test_mix_schedule_warmup_cycles_and_cooldown():
         parse_args(["--mix-cycle", "0,2"])
     with pytest.raises(SystemExit, match=r"--mix-cooldown must be in \[0, --epochs - --mix-warmup = 2\), got 2"):
         parse_args(["--epochs", "4", "--mix-warmup", "2", "--mix-cooldown", "2"])
+
+
+def test_puzzlemix_saliency_pass_follows_clean_lam_as_its_release():
+    """Its release runs the saliency pass in eval mode only when no clean loss is kept."""
+    from dali_snapmix.trainer import build_mixer
+
+    dev = torch.device("cpu")
+    assert build_mixer(parse_args(["--mix", "puzzlemix"]), 4, 10, dev).saliency_bn == "eval"
+    assert build_mixer(parse_args(["--mix", "puzzlemix", "--clean-lam", "1"]), 4, 10, dev).saliency_bn == "train"
+    # its image smoothness un-normalises with the model's statistics
+    assert build_mixer(parse_args(["--mix", "puzzlemix", "--model", "resnet18"]), 4, 10, dev).mean == (0.485, 0.456, 0.406)
+    assert build_mixer(parse_args(["--mix", "puzzlemix", "--model", "efficientnet_lite0_imagenet"]), 4, 10, dev).std == (0.5,) * 3
