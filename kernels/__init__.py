@@ -10,7 +10,8 @@ from ._target import nvtx_range
 from .blend import blend, mask_blend
 from .centre_surround import centre_surround
 from .fill_box import fill_box
+from .grid_mrf import grid_mrf_sweeps
 from .paste_resized import paste_resized
 from .spm_box_mass import spm_box_mass
 
-__all__ = ["blend", "centre_surround", "fill_box", "mask_blend", "nvtx_range", "paste_resized", "spm_box_mass"]
+__all__ = ["blend", "centre_surround", "fill_box", "grid_mrf_sweeps", "mask_blend", "nvtx_range", "paste_resized", "spm_box_mass"]

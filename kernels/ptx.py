@@ -28,6 +28,7 @@ def signatures():
     # (from-imports: the package re-exports functions under the modules' names)
     from .blend import python_kernels as blend_kernels
     from .centre_surround import python_kernels as saliency_kernels
+    from .grid_mrf import python_kernels as mrf_kernels
     from .paste_resized import python_kernels as paste_kernels
     from .spm_box_mass import python_kernels as spm_kernels
 
@@ -47,6 +48,9 @@ def signatures():
     i32, f32 = int32[::1], float32[::1]
     out.append(("centre_surround.contrast", contrast, (f32, f32, i32, i32, int64, int64, int64, i64, int64)))
     out.append(("centre_surround.merge", merge, (i32, i32, i32, i32, i32, int64, int64)))
+    (sweeps,) = mrf_kernels("cuda")
+    f64 = float64[::1]
+    out.append(("grid_mrf_sweeps", sweeps, (f64, f64, f64, f64, i64, f64, i64, f64, f64) + (int64,) * 6))
     return out
 
 

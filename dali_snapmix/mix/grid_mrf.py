@@ -13,13 +13,16 @@ Even rows, odd rows, even columns, odd columns make a sweep; sweeps run until no
 changes (at most ``max_sweeps``). The energy never rises, so each start ends at a local
 minimum under row and column moves, which is neither stronger nor weaker in general than
 a swap move's; several starts (the unaries' own best labels and each constant labelling)
-run side by side and the lowest energy wins. The tests compare the result with every
+run side by side and the lowest energy wins. The sweeps are a kernel (a labelling per
+work item, CPU and CUDA from one source, the torch moves beside it as the reference). The tests compare the result with every
 labelling of 2 x 2 and 3 x 3 grids and with gco on PuzzleMix's own grids.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .. import kernels
 
 __all__ = ["grid_energy", "solve_grid_mrf"]
 
@@ -45,67 +48,21 @@ def grid_energy(labels: torch.Tensor, unary: torch.Tensor, wv: torch.Tensor, wh:
     return e + (hz * pw[labels[:, :, :-1], labels[:, :, 1:]]).sum((1, 2))
 
 
-def _chains(node: torch.Tensor, edge: torch.Tensor, pairwise: torch.Tensor) -> torch.Tensor:
-    """Exact min-sum labels of independent chains: node costs (..., w, L), edge weights
-    (..., w - 1) times ``pairwise`` between neighbours; ties to the lowest label."""
-    w = node.shape[-2]
-    msg = node[..., 0, :]
-    back = []
-    for c in range(1, w):
-        cand = msg[..., :, None] + edge[..., c - 1, None, None] * pairwise  # (..., from, to)
-        msg, arg = cand.min(-2)
-        msg = msg + node[..., c, :]
-        back.append(arg)
-    out = torch.empty(node.shape[:-1], dtype=torch.int64, device=node.device)
-    out[..., w - 1] = msg.argmin(-1)
-    for c in range(w - 1, 0, -1):
-        out[..., c - 1] = back[c - 1].gather(-1, out[..., c, None]).squeeze(-1)
-    return out
-
-
-def _rows(labels: torch.Tensor, unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, pairwise: torch.Tensor,
-          parity: int) -> None:
-    """In place: rows parity, parity + 2, ... each re-labelled to its best given the rows
-    above and below (which this move leaves alone)."""
-    h = unary.shape[1]
-    rows = torch.arange(parity, h, 2, device=unary.device)
-    node = unary[:, rows].clone()  # (N, R, w, L)
-    up = rows > 0
-    if bool(up.any()):
-        r = rows[up]
-        node[:, up] += wv[:, r - 1, :, None] * pairwise[labels[:, r - 1]]  # V[label above, l]
-    down = rows < h - 1
-    if bool(down.any()):
-        r = rows[down]
-        node[:, down] += wv[:, r, :, None] * pairwise[:, labels[:, r + 1]].permute(1, 2, 3, 0)  # V[l, label below]
-    labels[:, rows] = _chains(node, wh[:, rows], pairwise)
-
-
 def solve_grid_mrf(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, pairwise: torch.Tensor, *,
-                   max_sweeps: int = 20) -> torch.Tensor:
+                   max_sweeps: int = 20, backend: str = "auto") -> torch.Tensor:
     """int64 labels (N, h, w) of low energy (see the module docstring) for unary (N, h, w, L),
     vertical edge weights wv (N, h - 1, w), horizontal wh (N, h, w - 1) and the label cost
-    ``pairwise`` (L, L), on their device. Deterministic."""
+    ``pairwise`` (L, L), on their device. Deterministic. The sweeps are a kernel
+    (``kernels.grid_mrf_sweeps``; ``backend="reference"``: the same moves in torch)."""
     _check(unary, wv, wh, pairwise)
-    if max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
+    if not isinstance(max_sweeps, int) or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be an int >= 1, got {max_sweeps!r}")
     n, h, w, nl = unary.shape
-    starts = [unary.argmin(-1)] + [torch.full((n, h, w), k, dtype=torch.int64, device=unary.device) for k in range(nl)]
-    s = len(starts)
-    labels = torch.cat(starts)  # start-major: rows k n .. (k + 1) n - 1 are start k
-    u, v, hz = (t.repeat(s, *[1] * (t.dim() - 1)) for t in (unary, wv, wh))
-    # columns as rows: a column's chain runs downwards (its first node the upper one, as a
-    # row's the left one), its neighbouring "rows" the columns beside it: V keeps its sense
-    ut, vt, ht = u.transpose(1, 2), hz.transpose(1, 2), v.transpose(1, 2)
-    for _ in range(max_sweeps):
-        before = labels.clone()
-        _rows(labels, u, v, hz, pairwise, 0)
-        _rows(labels, u, v, hz, pairwise, 1)
-        cols = labels.transpose(1, 2)  # a view: the column moves write into labels
-        _rows(cols, ut, vt, ht, pairwise, 0)
-        _rows(cols, ut, vt, ht, pairwise, 1)
-        if bool((labels == before).all()):
-            break
-    energy = grid_energy(labels, u, v, hz, pairwise).view(s, n)
+    u, v, hz, pw = (t.double().contiguous() for t in (unary, wv, wh, pairwise))
+    starts = [u.argmin(-1)] + [torch.full((n, h, w), k, dtype=torch.int64, device=u.device) for k in range(nl)]
+    labels = torch.cat(starts)  # start-major: items k n .. (k + 1) n - 1 are start k, item t is sample t % n
+    kernels.grid_mrf_sweeps(u, v, hz, pw, labels, max_sweeps=max_sweeps, backend=backend)
+    energy = grid_energy(labels, u.repeat(len(starts), 1, 1, 1), v.repeat(len(starts), 1, 1),
+                         hz.repeat(len(starts), 1, 1), pw).view(len(starts), n)
     best = energy.argmin(0)  # the first start of the lowest energy
-    return labels.view(s, n, h, w)[best, torch.arange(n, device=labels.device)]
+    return labels.view(len(starts), n, h, w)[best, torch.arange(n, device=labels.device)]

@@ -194,9 +194,11 @@ def test_manifold_mixup_step_on_cuda_equals_cpu():
 def test_puzzlemix_solver_transport_and_mix_on_cuda_equal_cpu():
     """PuzzleMix's saliency differs across devices by float rounding (cuDNN against oneDNN),
     which may flip a near-tie of the labelling: the solver, the transport and the mix are
-    compared on the same inputs instead."""
+    compared on the same inputs instead. The solver's torch reference gives the CPU's labels
+    exactly; its CUDA kernel may contract a multiply-add (NVVM's default), which can break
+    an exact tie otherwise: its energies within 1 % of the CPU's, most labels equal."""
     from dali_snapmix.mix import PuzzleMix
-    from dali_snapmix.mix.grid_mrf import solve_grid_mrf
+    from dali_snapmix.mix.grid_mrf import grid_energy, solve_grid_mrf
     from dali_snapmix.mix.puzzlemix import puzzle_energy, puzzle_transport
 
     x, y = _batch(n=9, side=64, seed=4)
@@ -207,8 +209,12 @@ def test_puzzlemix_solver_transport_and_mix_on_cuda_equal_cpu():
         perm = torch.from_numpy(np.random.default_rng(rep).permutation(9))
         terms = puzzle_energy(sal, mix.pixels(x), perm, block_num=n, lam=0.3 + 0.1 * rep)
         lab = solve_grid_mrf(*terms[:4])
-        lab_gpu = solve_grid_mrf(*(t.cuda() for t in terms[:4]))
-        assert torch.equal(lab_gpu.cpu(), lab)
+        on_gpu = [t.cuda() for t in terms[:4]]
+        assert torch.equal(solve_grid_mrf(*on_gpu, backend="reference").cpu(), lab)
+        lab_gpu = solve_grid_mrf(*on_gpu).cpu()
+        e_cpu, e_gpu = grid_energy(lab, *terms[:4]), grid_energy(lab_gpu, *terms[:4])
+        assert bool(((e_gpu - e_cpu) / e_cpu.abs() < 0.01).all()), (n, e_gpu, e_cpu)
+        assert int((lab_gpu == lab).flatten(1).all(1).sum()) >= 7, n
         grid = (1 - lab / 2).float()
         assert torch.equal(puzzle_transport(grid.cuda(), terms[4].cuda()).cpu(), puzzle_transport(grid, terms[4]))
         params = mix.sample(x, y, rng=np.random.default_rng(rep))

@@ -10,9 +10,10 @@ import os
 os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import torch  # noqa: E402
-from dali_snapmix.kernels import blend, centre_surround, mask_blend, paste_resized, spm_box_mass  # noqa: E402
+from dali_snapmix.kernels import blend, centre_surround, grid_mrf_sweeps, mask_blend, paste_resized, spm_box_mass  # noqa: E402
 from dali_snapmix.kernels.blend import blend_reference, mask_blend_reference  # noqa: E402
 from dali_snapmix.kernels.centre_surround import centre_surround_reference  # noqa: E402
+from dali_snapmix.kernels.grid_mrf import grid_mrf_sweeps_reference  # noqa: E402
 from dali_snapmix.kernels.paste_resized import paste_resized_reference  # noqa: E402
 from dali_snapmix.kernels.spm_box_mass import spm_box_mass_reference  # noqa: E402
 
@@ -65,6 +66,16 @@ def main() -> None:
         if not torch.equal(got, want):
             raise SystemExit(f"FAIL centre_surround {scales}: {got} vs {want}")
         print(f"ok centre_surround {scales}: equal")
+    u = torch.rand(2, 3, 4, 3, generator=g, dtype=torch.float64)
+    wv, wh = torch.rand(2, 2, 4, generator=g, dtype=torch.float64), torch.rand(2, 3, 3, generator=g, dtype=torch.float64)
+    lv = torch.arange(3, dtype=torch.float64)
+    pw = (lv[:, None] - lv[None]) ** 2 / 4
+    start = torch.randint(0, 3, (4, 3, 4), generator=g)
+    got = grid_mrf_sweeps(u, wv, wh, pw, start.clone(), max_sweeps=4, backend="cuda")
+    want = grid_mrf_sweeps_reference(u, wv, wh, pw, start.clone(), max_sweeps=4)
+    if not torch.equal(got, want):
+        raise SystemExit(f"FAIL grid_mrf_sweeps: {got} vs {want}")
+    print("ok grid_mrf_sweeps: equal")
     print("all CUDA kernels agree with their references under the simulator")
 
 
