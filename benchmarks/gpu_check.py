@@ -94,7 +94,7 @@ def commands(out: Path, *, rehearse: bool, per_test_timeout: int | None) -> dict
     }
     for name, (model, crop, batch, amp) in OVERHEAD.items():
         size = (["--device", "cpu", "--model", "small_cnn", "--crop", "48", "--batch", "4", "--classes", "5",
-                 "--amp", "off", "--repeats", "2", "--warmup", "1"] if rehearse else  # bf16 autocast is CUDA's
+                 "--amp", "off", "--repeats", "1", "--warmup", "0"] if rehearse else  # bf16 autocast is CUDA's; one round: a rehearsal times nothing
                 ["--device", "cuda", "--model", model, "--crop", str(crop), "--batch", str(batch), "--amp", amp,
                  "--repeats", "8", "--warmup", "2"])
         cmds[name] = py + ["benchmarks/overhead.py", *size, "--plot", "", "--json", str(out / f"{name}.json")]

@@ -201,10 +201,11 @@ def attentivemix_authors_style(images, labels, perm, *, model, k: int = 6):
     return MixedBatch.with_partner(images, labels, perm, w_b=torch.full((n,), k / a.size))
 
 
-def puzzlemix_authors_style(images, labels, model, *, rng, gco, saliency_time, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def puzzlemix_authors_style(images, labels, model, params, *, gco, saliency_time, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """PuzzleMix as its release (snu-mllab/PuzzleMix, ``imagenet/train.py`` and ``mixup.py``)
     runs a step: the clean batch's loss backpropagated in eval mode (parameter gradients
-    too, then zeroed), lam, partners and grid drawn, the energy's terms built in torch and
+    too, then zeroed), then with ``params``' lam, partners and grid (PuzzleMix's draws, so
+    that both rows mix on the same grids) the energy's terms built in torch and
     copied to the host, one gco alpha-beta swap per sample on int32 costs (1000 n^2 x the
     float costs), the masks back to the device, each image's transport plan as a 0/1
     (n^2, n^2) matrix applied by a matrix product over its blocks. The terms and transport
@@ -222,9 +223,7 @@ def puzzlemix_authors_style(images, labels, model, *, rng, gco, saliency_time, m
         return (x.grad ** 2).mean(dim=1).sqrt()
 
     grad = saliency_time(saliency)()
-    lam = float(rng.beta(1.0, 1.0))
-    perm = torch.from_numpy(rng.permutation(len(images))).to(images.device)
-    n = int(2 ** rng.integers(1, 5))
+    lam, perm, n = params.lam, params.perm.to(images.device), params.block_num
     dev = images.device
     with torch.no_grad():
         m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
@@ -361,6 +360,7 @@ def main(argv=None) -> dict:
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached", "attentivemix"):
         mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
     mixers["puzzlemix"].saliency = timing_cams(mixers["puzzlemix"].saliency)  # its saliency pass, timed apart
+    puzzle_draws = build_mix("puzzlemix", num_classes=a.classes, seed=a.seed, prob=1.0)  # the reference's draws
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
     def bare_forward(x):
         with autocast():
@@ -387,7 +387,8 @@ def main(argv=None) -> dict:
             with autocast():
                 target = attentivemix_authors_style(x, labels, torch.from_numpy(ref_rng.permutation(a.batch)), model=model)
         elif name == "puzzlemix-reference":
-            target = puzzlemix_authors_style(x, labels, model, rng=ref_rng, gco=gco, saliency_time=timing_cams)
+            params = puzzle_draws.sample(x, labels)  # the same stream of grids, lam and partners as the puzzlemix row
+            target = puzzlemix_authors_style(x, labels, model, params, gco=gco, saliency_time=timing_cams)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)

@@ -1,6 +1,7 @@
 """The overhead benchmark end to end, tiny (2 rounds): it runs and its numbers are sane.
 No timing assertions: speed claims come from full runs, not tests."""
 
+import dataclasses
 import importlib.util
 import json
 
@@ -89,16 +90,16 @@ def test_puzzlemix_reference_mixes_as_puzzlemix_given_the_same_labels(seed):
 
     from benchmarks.overhead import puzzlemix_authors_style
     from dali_snapmix.mix import PuzzleMix
-    from dali_snapmix.mix.puzzlemix import PuzzleParams
     from dali_snapmix.models import SmallCNN
 
     torch.manual_seed(seed)
     model = SmallCNN(4, width=4).train()
     x, y = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 3, 1])
-    draw = np.random.default_rng(seed)  # the reference's draws, in its order: lam, partners, grid
-    lam, perm, n = float(draw.beta(1.0, 1.0)), torch.from_numpy(draw.permutation(5)), int(2 ** draw.integers(1, 5))
     mix = PuzzleMix(num_classes=4)
-    resolved = mix.resolve(x, y, PuzzleParams(mix=True, perm=perm, lam=lam, block_num=n), model=model)
+    params = mix.sample(x, y, rng=np.random.default_rng(seed))
+    params = dataclasses.replace(params, lam=0.3 + 0.1 * seed)  # lam near 0 or 1 would mix nothing
+    n = params.block_num
+    resolved = mix.resolve(x, y, params, model=model)
     grids = iter(((1 - resolved.masks[:, :: 32 // n, :: 32 // n]) * 2).round().long().numpy())
 
     class Labels:  # gco.cut_grid_graph's place: our labels, flattened as gco returns them
@@ -108,8 +109,7 @@ def test_puzzlemix_reference_mixes_as_puzzlemix_given_the_same_labels(seed):
             return next(grids).reshape(-1)
 
     want = mix.apply(x.clone(), y, resolved)
-    got = puzzlemix_authors_style(x.clone(), y, model, rng=np.random.default_rng(seed), gco=Labels,
-                                  saliency_time=lambda f: f)
+    got = puzzlemix_authors_style(x.clone(), y, model, params, gco=Labels, saliency_time=lambda f: f)
     assert torch.equal(got.labels, want.labels) and resolved.w_a.min() < 1  # something was mixed
     assert (got.images - want.images).abs().max() <= 1e-5 and (got.weights - want.weights).abs().max() <= 1e-6
 
