@@ -6,16 +6,18 @@ The energy of a labelling l of an (h, w) grid with L ordered labels, per sample:
 
 PuzzleMix's release solves it per sample on the host with gco's alpha-beta swap (a
 graph cut per pair of labels, to a local minimum under swap moves; costs rounded to
-int32). Here every sample, every start, and every other row of the grid at once: block
+int32). Here every sample and every start at once, on the batch's device: block
 coordinate descent where a move re-labels a whole row (then a whole column) to its exact
 best given its neighbours (min-sum dynamic programming along the chain, L x L per step).
 Even rows, odd rows, even columns, odd columns make a sweep; sweeps run until no label
 changes (at most ``max_sweeps``). The energy never rises, so each start ends at a local
 minimum under row and column moves, which is neither stronger nor weaker in general than
 a swap move's; several starts (the unaries' own best labels and each constant labelling)
-run side by side and the lowest energy wins. The sweeps are a kernel (a labelling per
-work item, CPU and CUDA from one source, the torch moves beside it as the reference). The tests compare the result with every
-labelling of 2 x 2 and 3 x 3 grids and with gco on PuzzleMix's own grids.
+run side by side and the lowest energy wins. The sweeps are a kernel
+(:func:`dali_snapmix.kernels.grid_mrf_sweeps`: a labelling per work item, CPU and CUDA
+from one source, the same moves in torch beside it as the reference). The tests compare
+the result with every labelling of 2 x 2 and 3 x 3 grids and with gco on PuzzleMix's own
+grids.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation
-from .base import MixedBatch, check_beta, check_prob
+from .base import MixedBatch, check_prob
 from .grid_mrf import solve_grid_mrf
 from .masks import MaskMethod
 from .params import MaskParams, _check_perm, _check_tensor, coin, permutation
@@ -232,7 +232,10 @@ class PuzzleMix(MaskMethod):
                  transport: bool = True, t_eps: float = 0.8, saliency_bn: str = "eval", mean=IMAGENET_MEAN,
                  std=IMAGENET_STD, max_sweeps: int = 20, num_classes: int | None = None, seed: int | None = None) -> None:
         super().__init__(num_classes=num_classes, seed=seed)
-        self.prob, self.alpha = check_prob(prob), check_beta(alpha)
+        self.prob = check_prob(prob)
+        if not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha (lam ~ Beta(alpha, alpha)) must be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
         block_nums = tuple(block_nums) if isinstance(block_nums, (tuple, list)) else (block_nums,)
         if not block_nums or any(not isinstance(b, int) or b < 2 for b in block_nums):
             raise ValueError(f"block_nums must be grid sides >= 2, got {block_nums!r}")

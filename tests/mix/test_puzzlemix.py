@@ -294,7 +294,8 @@ def test_bad_input_is_refused_with_the_value():
     rng = np.random.default_rng(SEED)
     x, y = batch(rng, n=3, size=40)
     for kw, text in (({"block_nums": (2, 1)}, r"block_nums .*\(2, 1\)"), ({"n_labels": 5}, "n_labels .* 5"),
-                     ({"beta": -1.0}, "beta .* -1.0"), ({"saliency_bn": "both"}, "'both'"), ({"prob": 2}, "prob .* 2")):
+                     ({"beta": -1.0}, "beta .* -1.0"), ({"saliency_bn": "both"}, "'both'"), ({"prob": 2}, "prob .* 2"),
+                     ({"alpha": 0}, r"alpha \(lam ~ Beta\(alpha, alpha\)\) must be > 0, got 0")):
         with pytest.raises(ValueError, match=text):
             PuzzleMix(**kw)
     mix = PuzzleMix(num_classes=4)
@@ -314,6 +315,16 @@ def test_bad_input_is_refused_with_the_value():
         u = torch.rand(1, 2, 2, 3)
         u[0, 1, 0, 2] = float("nan")
         solve_grid_mrf(u, torch.rand(1, 1, 2), torch.rand(1, 2, 1), torch.rand(3, 3))
+
+
+def test_empty_counts_the_shown_blocks_no_block_won():
+    n, size = 2, 8
+    grid = torch.tensor([[[1.0, 0.5], [0.0, 0.0]]])  # the own image shows in blocks 0 and 1, the partner in 1, 2, 3
+    params = PuzzleMaskParams(mix=True, perm=torch.tensor([0]), masks=grid.repeat_interleave(4, 1).repeat_interleave(4, 2),
+                              w_a=grid.mean((1, 2)), src_a=torch.tensor([[-1, 1, -1, 3]]), src_b=torch.tensor([[0, -1, 2, -1]]),
+                              block_num=n)
+    params.check(n=1, height=size, width=size)
+    assert params.empty == 1 + 2  # own: block 0 (block 2 is hidden); partner: blocks 1 and 3 (block 0 is hidden)
 
 
 def test_part_truth_follows_the_transport():
