@@ -118,7 +118,7 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
         live = params.live.cpu() & bool(params.mix)
     else:
         m = pixel_weights(params, height=cov.shape[1], width=cov.shape[2])
-        cov_a, cov_b = (cov, cov[perm]) if isinstance(params, BlendParams) else (params.move(cov, "a"), params.move(cov[perm], "b"))
+        cov_a, cov_b = params.move(cov, "a"), params.move(cov[perm], "b")
         t_a = (cov_a * m).sum(dim=(1, 2)) / total.clamp_min(1e-12)
         t_b = (cov_b * (1.0 - m)).sum(dim=(1, 2)) / total[perm].clamp_min(1e-12)
         live = torch.full((len(perm),), bool(params.mix))  # a self-pair, as with boxes: a same-label pair, truth 1

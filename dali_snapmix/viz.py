@@ -56,11 +56,9 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             kernels.paste_resized(shown, perm=params.perm, src_box=params.src_box, dst_box=params.dst_box,
                                   align_corners=True, backend="reference")
         elif isinstance(params, (MaskParams, BlendParams)) and params.mix:  # the same mask or blend
-            m = pixel_weights(params, height=shown.shape[2], width=shown.shape[3]).float()
-            if isinstance(params, MaskParams):  # PuzzleMix's transport moves blocks first
-                shown = m[:, None] * params.move(shown, "a") + (1 - m[:, None]) * params.move(shown[params.perm], "b")
-            else:
-                kernels.mask_blend(shown, perm=params.perm, masks=m, backend="reference")
+            m = pixel_weights(params, height=shown.shape[2], width=shown.shape[3]).float()[:, None]
+            # where each image shows (PuzzleMix's transport moves blocks first), then the blend
+            shown = m * params.move(shown, "a") + (1 - m) * params.move(shown[params.perm], "b")
         shown = shown[:, 0].numpy()
     outline = None  # a mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
     if isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3:

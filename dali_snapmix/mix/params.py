@@ -65,6 +65,10 @@ class BlendParams:
         _check_tensor("lam", self.lam, shape=(n,), dtypes=(torch.float32, torch.float64))
         _check_unit("lam", self.lam)
 
+    def move(self, maps: torch.Tensor, side: str) -> torch.Tensor:
+        """As :meth:`MaskParams.move`: a blend shows both images in place."""
+        return maps
+
 
 @dataclass(frozen=True)
 class BoxParams:

@@ -52,9 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation
-from .base import MixedBatch, check_prob
+from .base import MixedBatch, MixMethod, check_prob
 from .grid_mrf import solve_grid_mrf
-from .masks import MaskMethod
 from .params import MaskParams, _check_perm, _check_tensor, coin, permutation
 from .saliency import input_gradient
 
@@ -223,7 +222,7 @@ def puzzle_transport(mask: torch.Tensor, saliency: torch.Tensor, *, eps: float =
     return torch.where(won, winner, torch.full_like(winner, -1))
 
 
-class PuzzleMix(MaskMethod):
+class PuzzleMix(MixMethod):
     name = "puzzlemix"
     params_type = PuzzleParams
 
