@@ -27,7 +27,7 @@ Protocols (one schedule for every method):
 Methods: baseline, cutout, mixup, cutmix, snapmix (exact), snapmix-lowres (CAM pass at
 half size), snapmix-cached (CAMs cached, exact refresh every 5 epochs), snapmix-improved
 (``semantics="improved"``: per-sample boxes, no self-pairs, eval-mode CAM pass); resizemix, ricap,
-fmix, smoothmix, samplepairing, mixed-example (vh-mixup), saliencymix, manifold, guided-sr, guided-ap, attentivemix, puzzlemix (their papers' defaults; by ``--methods``); "<method>-warmup"
+fmix, smoothmix, samplepairing, mixed-example (vh-mixup), saliencymix, manifold, guided-sr, guided-ap, attentivemix, puzzlemix, comixup (their papers' defaults; by ``--methods``); "<method>-warmup"
 trains the first 2 epochs unmixed (``--mix-warmup 2``). The embedded protocol runs
 baseline, cutmix, snapmix and snapmix-cached unless ``--methods`` says otherwise.
 
@@ -77,6 +77,7 @@ METHODS = {
     "guided-ap": {"mix": "guided-ap"},
     "attentivemix": {"mix": "attentivemix"},
     "puzzlemix": {"mix": "puzzlemix"},
+    "comixup": {"mix": "comixup"},
 }
 METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 

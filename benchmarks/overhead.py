@@ -27,6 +27,10 @@ run pays p times the overhead. Variants:
                                              clean batch in eval mode, the energy's terms to the host,
                                              gco's alpha-beta swap per sample, the transport's 0/1 plans
                                              applied by matrix products (needs gco-wrapper; else no row)
+  comixup-reference                          Co-Mixup as its release runs it (no --parallel): a full
+                                             backward of the clean batch in eval mode, the release's
+                                             loop in torch with gco's alpha-beta swap per output and
+                                             round on the host (needs gco-wrapper; else no row)
   attentivemix                               AttentiveMix (k 6 of 7 x 7) with the CAMs of the model
                                              being trained (one no-grad forward, eval mode)
   attentivemix-reference                     AttentiveMix as its unofficial release runs it, per
@@ -76,7 +80,7 @@ from dali_snapmix.timing import clock, shuffled_rounds
 
 # the methods without a CAM pass, each a row at its paper's defaults (prob 1)
 HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix", "samplepairing", "mixed-example",
-                "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix")
+                "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix", "comixup")
 
 
 def opencv_saliency():
@@ -251,6 +255,124 @@ def puzzlemix_authors_style(images, labels, model, params, *, gco, saliency_time
     return MixedBatch.with_partner(images, labels, perm, w_a=mask.flatten(1).mean(1))
 
 
+def comixup_authors_style(images, labels, model, params, *, num_classes, gco, saliency_time, beta=0.32, gamma=1.0,
+                          eta=0.05, thres=0.83, omega=0.001, niter=4, set_resolve=True):
+    """Co-Mixup as its release (snu-mllab/Co-Mixup, ``main.py``, ``mixup.py``, ``match.py``)
+    runs a step without ``--parallel``: the clean batch's loss backpropagated in eval mode
+    (its ``clean_lam`` 0: parameter gradients too, then zeroed), the peaks' distances, then
+    per group of ``params.part`` (with ``params``' Dirichlet draws and first labellings, so
+    that both rows solve the same problems) the release's loop in float32 torch, each
+    output's labelling by gco's alpha-beta swap on the host (float costs: gco scales and
+    rounds them), the outputs by nearest upsampling and a sum over the group's inputs, the
+    targets by a matrix product with one-hot labels (returned as K = ``num_classes`` labels,
+    the dense targets). ``saliency_time`` wraps the saliency pass (timed apart)."""
+    F = torch.nn.functional
+    dev = images.device
+
+    def saliency():
+        was = model.training
+        model.eval()
+        x = images.clone().requires_grad_(True)
+        F.cross_entropy(model(x), labels).backward()
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+        return (x.grad ** 2).mean(dim=1).sqrt()
+
+    sc = saliency_time(saliency)()
+    N, _, h, w = images.shape
+    n, part = params.block_num, params.part
+    with torch.no_grad():
+        z = F.avg_pool2d(sc, kernel_size=8, stride=1)
+        idx = z.reshape(N, -1).argmax(1)
+        peaks = torch.stack([idx // z.shape[-1], idx % z.shape[-1]], 1).float()
+        a_dist = (peaks[:, None] - peaks[None]).abs().sum(-1)
+        sc = F.avg_pool2d(sc, (h // n, w // n))
+
+        def cut(cost_hwl, count, soft):
+            """graphcut_wrapper: the half labels of the used inputs, gco, back to weights."""
+            P = count.shape[0]
+            used = count > 0
+            k = int(used.sum()) if soft else 0
+            pw = np.ones((P, P), np.float32) - np.eye(P, dtype=np.float32)
+            halves = torch.zeros(0, P, device=dev)
+            if k == 2:
+                cost_hwl = torch.cat([cost_hwl, cost_hwl[:, :, used].mean(-1, keepdim=True) - 5e-4], -1)
+                pw = np.ones((P + 1, P + 1), np.float32) - np.eye(P + 1, dtype=np.float32)
+                pw[-1, :-1][used.cpu().numpy()] = 0.25
+                pw[:-1, -1][used.cpu().numpy()] = 0.25
+                halves = used.float()[None] * 0.5
+            elif k >= 3:
+                soft_label = torch.tensor([[0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], device=dev)
+                top = torch.zeros_like(used)
+                top[torch.topk(count, k=3).indices] = True
+                cost_hwl = torch.cat([cost_hwl, cost_hwl[:, :, top] @ soft_label - 5e-4], -1)
+                q = np.array([[0.25, 0.25, 1], [0.25, 1, 0.25], [1, 0.25, 0.25]], np.float32)
+                pw = np.ones((P + 3, P + 3), np.float32) - np.eye(P + 3, dtype=np.float32)
+                pw[-3:, :-3][:, top.cpu().numpy()] = q
+                pw[:-3, -3:][top.cpu().numpy(), :] = q
+                halves = torch.zeros(3, P, device=dev)
+                halves[:, top] = soft_label
+            unary = np.ascontiguousarray(cost_hwl.cpu().numpy())
+            lab = gco.cut_grid_graph(unary, pw, beta_n * np.ones((n - 1, n), np.float32),
+                                     beta_n * np.ones((n, n - 1), np.float32), algorithm="swap")
+            onehot = F.one_hot(torch.as_tensor(np.asarray(lab), dtype=torch.long, device=dev), P + len(halves)).float()
+            return (onehot[:, :P] + onehot[:, P:] @ halves).reshape(n, n, P)
+
+        beta_n, gamma_n, eta_n, thres_n = beta / n ** 2, gamma / n ** 2, eta / n ** 2, thres * n ** 2
+
+        def objective(cost, m):  # obj_fn: the objective without the threshold
+            counts = m.reshape(len(m), -1, m.shape[-1]).sum(1)
+            return ((cost.permute(1, 2, 0)[None] * m).sum()
+                    + beta_n / 2 * (((m[:, :-1] - m[:, 1:]) ** 2).sum() + ((m[:, :, :-1] - m[:, :, 1:]) ** 2).sum())
+                    + gamma_n * ((counts.sum(0) ** 2).sum() - (counts ** 2).sum()))
+
+        out, target = torch.empty_like(images), []
+        for g0 in range(0, N, part):
+            g = slice(g0, min(g0 + part, N))
+            P = g.stop - g0
+            sc_g = sc[g]
+            cost = -sc_g / sc_g.reshape(P, -1).sum(1).reshape(P, 1, 1)
+            A_part = a_dist[g, g] / a_dist[g, g].sum() * P
+            A = (1 - omega) * torch.eye(P, device=dev) + omega * A_part
+            cost = cost - eta_n * torch.log(params.prior[g].float().to(dev).reshape(P, 1, 1) + 1e-8)
+
+            m = F.one_hot(params.init[g].to(dev), P).float()
+            loss_prev = objective(cost, m)
+            penalty = m.reshape(-1, P).sum(0)
+            add_cost = None
+            for it in range(niter):
+                for i in range(P):
+                    count = m[i].reshape(-1, P).sum(0)
+                    penalty -= count
+                    ap = A @ penalty
+                    c = cost + (2 * gamma_n * (ap > thres_n).float() * ap).reshape(P, 1, 1)
+                    if add_cost is not None:
+                        c = c + gamma_n * add_cost[i].reshape(P, 1, 1)
+                    m[i] = cut(c.permute(1, 2, 0), count, it > 0)
+                    penalty += m[i].reshape(-1, P).sum(0)
+                if it == niter - 2 and set_resolve:  # resolve_label: identical input sets kept apart
+                    used = (m.reshape(P, -1, P).sum(1) > 0).float()
+                    dist = torch.clamp((used[:, None] - used[None]).abs().sum(-1), max=1.0)
+                    add_cost = torch.zeros_like(used)
+                    for i1, i2 in torch.triu(1.0 - dist, diagonal=1).nonzero():
+                        nz = used[i1].nonzero()
+                        if len(nz) > 1:
+                            add_cost[i1][nz[0]] = 1.0
+                            add_cost[i2][nz[1]] = 1.0
+                loss = objective(cost, m)
+                if (loss_prev - loss).abs() / loss.abs() < 1e-6:
+                    break
+                loss_prev = loss
+            up = F.interpolate(m.permute(0, 3, 1, 2), size=(h, w), mode="nearest")
+            out[g] = (up[:, :, None] * images[g][None]).sum(1)
+            onehot = F.one_hot(labels[g], num_classes).float()
+            t = (m @ onehot).reshape(P, -1, num_classes).sum(1)
+            target.append(t / t.sum(-1, keepdim=True))
+        images.copy_(out)
+    # the release's dense targets on the label contract: K = every class
+    return MixedBatch(images, labels=torch.arange(num_classes, device=dev).expand(N, -1), weights=torch.cat(target))
+
+
 def saliencymix_authors_style(images, labels, *, rng, detector, mean, std):
     """SaliencyMix as its release runs the detector, but per sample (GuidedMixup's Table 2
     setting): one lam and randperm per batch (the release's draws, in its order), then for
@@ -359,8 +481,10 @@ def main(argv=None) -> dict:
 
     for m in ("snapmix", "snapmix-lowres", "snapmix-cached", "attentivemix"):
         mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
-    mixers["puzzlemix"].saliency = timing_cams(mixers["puzzlemix"].saliency)  # its saliency pass, timed apart
-    puzzle_draws = build_mix("puzzlemix", num_classes=a.classes, seed=a.seed, prob=1.0)  # the reference's draws
+    for m in ("puzzlemix", "comixup"):
+        mixers[m].saliency = timing_cams(mixers[m].saliency)  # the saliency pass, timed apart
+    puzzle_draws = build_mix("puzzlemix", num_classes=a.classes, seed=a.seed, prob=1.0)  # the references' draws
+    comix_draws = build_mix("comixup", num_classes=a.classes, seed=a.seed, prob=1.0)
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
     def bare_forward(x):
         with autocast():
@@ -389,6 +513,10 @@ def main(argv=None) -> dict:
         elif name == "puzzlemix-reference":
             params = puzzle_draws.sample(x, labels)  # the same stream of grids, lam and partners as the puzzlemix row
             target = puzzlemix_authors_style(x, labels, model, params, gco=gco, saliency_time=timing_cams)
+        elif name == "comixup-reference":
+            params = comix_draws.sample(x, labels)  # the same priors and first labellings as the comixup row
+            target = comixup_authors_style(x, labels, model, params, num_classes=a.classes, gco=gco,
+                                           saliency_time=timing_cams)
         elif name == "saliencymix-reference":
             target = saliencymix_authors_style(x, labels, rng=sal_rng, detector=detector, mean=IMAGENET_MEAN,
                                                std=IMAGENET_STD)
@@ -415,10 +543,11 @@ def main(argv=None) -> dict:
              "snapmix-cached", "floor", "snapmix-reference"]
     try:
         import gco
-        names.insert(names.index("guided-ap-reference") + 1, "puzzlemix-reference")
+        names[names.index("guided-ap-reference") + 1:names.index("guided-ap-reference") + 1] = ["puzzlemix-reference",
+                                                                                                "comixup-reference"]
     except ImportError:
         gco = None
-        print("no puzzlemix-reference row: gco-wrapper is not installed (pip install gco-wrapper)")
+        print("no puzzlemix-reference and comixup-reference rows: gco-wrapper is not installed (pip install gco-wrapper)")
     if detector is not None:
         names.insert(names.index("saliencymix-released") + 1, "saliencymix-reference")
     else:
@@ -472,7 +601,8 @@ def main(argv=None) -> dict:
         fig, ax = plt.subplots(figsize=(9.5, 3.8))
         ax.bar(names, [over[n] * 100 for n in names], color=[{"floor": "#4a4", "snapmix-reference": "#a44", "saliencymix-reference": "#a44",
                                                            "guided-sr-reference": "#a44", "guided-ap-reference": "#a44",
-                                                           "attentivemix-reference": "#a44", "puzzlemix-reference": "#a44"}.get(n, "#888") for n in names])
+                                                           "attentivemix-reference": "#a44", "puzzlemix-reference": "#a44",
+                                                           "comixup-reference": "#a44"}.get(n, "#888") for n in names])
         ax.set_ylabel("overhead vs baseline step (%)")
         ax.set_title(f"{a.model} {a.crop}px batch {a.batch} on {dev}")
         plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")

@@ -35,7 +35,7 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix | puzzlemix
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix | puzzlemix | comixup
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
     mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
@@ -51,8 +51,10 @@ class Config:
     attentive_grid: int | None = None  # AttentiveMix: the grid's side in cells (default 7)
     attentive_model: str | None = None  # AttentiveMix's attention from this fixed network (a --model name; default: the CAMs of the model being trained)
     attentive_weights: str | None = None  # its local pretrained state dict (efficientnet_lite0_imagenet ships its own)
+    comix_part: int | None = None  # Co-Mixup: images mixed together, consecutive in the batch (default 20, its release's)
+    comix_block_num: int | None = None  # Co-Mixup: the grid's side (default 4; -1: drawn from 2, 4, 8, 16 each batch)
     loss: str = "ce"  # ce: the mixed cross-entropy | bce: BCE on softmax (Manifold Mixup's, PuzzleMix's, Co-Mixup's, GuidedMixup's CIFAR code)
-    clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce); > 0 puts PuzzleMix's saliency pass in train mode, as its release
+    clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce); > 0 puts PuzzleMix's and Co-Mixup's saliency pass in train mode, as their releases
     epochs: int = 200  # training epochs
     batch_size: int = 16  # images per step (per process)
     lr: float = 0.01  # learning rate of new layers (all layers without --pretrained)
@@ -116,6 +118,8 @@ OPTIONS = {
     "attentive_grid": ("grid", ["attentivemix"]),
     "attentive_model": ("attention_model", ["attentivemix"]),  # the trainer builds the network (models.attention_network)
     "attentive_weights": ("attention_weights", ["attentivemix"]),
+    "comix_part": ("part", ["comixup"]),
+    "comix_block_num": ("block_num", ["comixup"]),
 }
 APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last

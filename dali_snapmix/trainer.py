@@ -77,7 +77,7 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
     if cfg.mix in TAKES_NORMALISATION:
         mean, std = input_normalisation(cfg.model)
         opts.update(mean=mean, std=std)
-    if cfg.mix == "puzzlemix" and cfg.clean_lam:  # its release: the saliency pass in eval mode only without a clean loss
+    if cfg.mix in ("puzzlemix", "comixup") and cfg.clean_lam:  # their releases: the saliency pass in eval mode only without a clean loss
         opts.update(saliency_bn="train")
     name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
     if name is not None:  # AttentiveMix's fixed network, on the batches' device

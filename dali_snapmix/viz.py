@@ -10,6 +10,7 @@ import torch
 from . import kernels
 from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
+from .mix.comixup import CoMixMaskParams
 from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
 from .mix.ricap import RICAPParams
 
@@ -59,6 +60,8 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             m = pixel_weights(params, height=shown.shape[2], width=shown.shape[3]).float()[:, None]
             # where each image shows (PuzzleMix's transport moves blocks first), then the blend
             shown = m * params.move(shown, "a") + (1 - m) * params.move(shown[params.perm], "b")
+        elif isinstance(params, CoMixMaskParams) and params.mix:  # the group's parts, block by block as the images
+            shown = params.combine(shown)
         shown = shown[:, 0].numpy()
     outline = None  # a mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
     if isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3:
@@ -85,7 +88,9 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         j = int(perm[i])
         ax = block[0]
         ax.imshow(mixed[i], interpolation="nearest")
-        cap = " ".join(f"{int(y)}:{float(w):.2f}" for y, w in zip(out.labels[i], out.weights[i]))  # y_a:w_a y_b:w_b ...
+        # y_a:w_a y_b:w_b (both, even a zero); of more labels (RICAP, Co-Mixup's group) those that weigh
+        pairs = [(int(y), float(w)) for y, w in zip(out.labels[i], out.weights[i]) if out.labels.shape[1] <= 2 or w > 0]
+        cap = " ".join(f"{y}:{w:.2f}" for y, w in pairs)
         if boxes:
             _rect(ax, params.dst_box[i], edgecolor="white", linestyle="--", linewidth=1)
         if outline is not None and outline[i].min() < 0.5 < outline[i].max():

@@ -13,6 +13,7 @@ from .base import LOSSES, MixedBatch, MixMethod, mixed_bce_on_softmax, mixed_cro
 from .baseline import Baseline
 from .cam import CAMHead, class_activation_maps
 from .cam_cache import CAMCache
+from .comixup import CoMixup
 from .cutmix import CutMix
 from .cutout import CutOut
 from .fmix import FMix
@@ -30,7 +31,7 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "LOSSES", "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
+    "LOSSES", "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CoMixup", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
     "MixedBatch", "MixedExample", "Mixup", "PuzzleMix", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_bce_on_softmax", "mixed_cross_entropy", "soft_targets",
 ]
 
@@ -53,6 +54,7 @@ METHODS = {
     "guided-ap": lambda **kw: GuidedMixup(variant="ap", **kw),
     "attentivemix": AttentiveMix,
     "puzzlemix": PuzzleMix,
+    "comixup": CoMixup,
 }
 
 

@@ -51,10 +51,12 @@ def grid_energy(labels: torch.Tensor, unary: torch.Tensor, wv: torch.Tensor, wh:
 
 
 def solve_grid_mrf(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, pairwise: torch.Tensor, *,
-                   max_sweeps: int = 20, backend: str = "auto") -> torch.Tensor:
+                   init: torch.Tensor | None = None, max_sweeps: int = 20, backend: str = "auto") -> torch.Tensor:
     """int64 labels (N, h, w) of low energy (see the module docstring) for unary (N, h, w, L),
     vertical edge weights wv (N, h - 1, w), horizontal wh (N, h, w - 1) and the label cost
-    ``pairwise`` (L, L), on their device. Deterministic. The sweeps are a kernel
+    ``pairwise`` (L, L), on their device. Deterministic. The starts: the unaries' best,
+    each constant labelling and ``init`` (int64 (N, h, w)) where given (the result's energy
+    is then at most init's). The sweeps are a kernel
     (``kernels.grid_mrf_sweeps``; ``backend="reference"``: the same moves in torch)."""
     _check(unary, wv, wh, pairwise)
     if not isinstance(max_sweeps, int) or max_sweeps < 1:
@@ -62,6 +64,12 @@ def solve_grid_mrf(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, pair
     n, h, w, nl = unary.shape
     u, v, hz, pw = (t.double().contiguous() for t in (unary, wv, wh, pairwise))
     starts = [u.argmin(-1)] + [torch.full((n, h, w), k, dtype=torch.int64, device=u.device) for k in range(nl)]
+    if init is not None:
+        if tuple(init.shape) != (n, h, w) or init.dtype != torch.int64:
+            raise ValueError(f"init must be int64 of shape {(n, h, w)}, got {init.dtype} of shape {tuple(init.shape)}")
+        if init.numel() and (int(init.min()) < 0 or int(init.max()) >= nl):
+            raise ValueError(f"init's labels must be in [0, {nl}), got {int(init.min())} .. {int(init.max())}")
+        starts.append(init.to(u.device))
     labels = torch.cat(starts)  # start-major: items k n .. (k + 1) n - 1 are start k, item t is sample t % n
     kernels.grid_mrf_sweeps(u, v, hz, pw, labels, max_sweeps=max_sweeps, backend=backend)
     energy = grid_energy(labels, u.repeat(len(starts), 1, 1, 1), v.repeat(len(starts), 1, 1),

@@ -3,6 +3,7 @@ No timing assertions: speed claims come from full runs, not tests."""
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 
 import numpy as np
@@ -24,11 +25,11 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
-             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix",
+             "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix", "comixup",
              "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "attentivemix",
              "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ()) + \
-        (("puzzlemix-reference",) if importlib.util.find_spec("gco") else ())
+        (("puzzlemix-reference", "comixup-reference") if importlib.util.find_spec("gco") else ())
     t = {n: np.asarray(res["times_s"][n], dtype=np.float64) for n in names}
     for name in names:
         assert f"| {name} |" in out and len(t[name]) == 2
@@ -43,7 +44,8 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else
     assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
     assert res["cam_s"]["attentivemix"] > 0  # its CAM pass
-    assert res["cam_s"]["puzzlemix"] > 0 and res["cam_s"].get("puzzlemix-reference", 1) > 0  # the saliency passes
+    for name in ("puzzlemix", "puzzlemix-reference", "comixup", "comixup-reference"):  # the saliency passes
+        assert res["cam_s"].get(name, 1) > 0, name
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
@@ -112,6 +114,58 @@ def test_puzzlemix_reference_mixes_as_puzzlemix_given_the_same_labels(seed):
     got = puzzlemix_authors_style(x.clone(), y, model, params, gco=Labels, saliency_time=lambda f: f)
     assert torch.equal(got.labels, want.labels) and resolved.w_a.min() < 1  # something was mixed
     assert (got.images - want.images).abs().max() <= 1e-5 and (got.weights - want.weights).abs().max() <= 1e-6
+
+
+class ExactCut:
+    """gco.cut_grid_graph's place in the Co-Mixup reference: every labelling of the (tiny)
+    grid, the lowest energy (the first on ties), flattened as gco returns it."""
+
+    calls = 0
+
+    @classmethod
+    def cut_grid_graph(cls, unary, pairwise, cost_v, cost_h, algorithm):
+        assert unary.dtype == np.float32 and algorithm == "swap"
+        cls.calls += 1
+        h, w, L = unary.shape
+        labs = np.array(list(itertools.product(range(L), repeat=h * w))).reshape(-1, h, w)
+        u, pw = unary.astype(np.float64), pairwise.astype(np.float64)
+        e = u[np.arange(h)[:, None], np.arange(w)[None], labs].sum((1, 2))
+        e += (cost_v.astype(np.float64) * pw[labs[:, :-1], labs[:, 1:]]).sum((1, 2))
+        e += (cost_h.astype(np.float64) * pw[labs[:, :, :-1], labs[:, :, 1:]]).sum((1, 2))
+        return labs[int(np.argmin(e))].reshape(-1)
+
+
+# cases where the release's threshold, compatibility scale, half labels, set_resolve and stopping
+# rule each change the result (a mistake in any fails one of them)
+@pytest.mark.parametrize("seed,thres,omega", [(0, 0.83, 0.001), (0, 0.83, 0.5), (0, 1.2, 0.001), (2, 0.83, 0.5),
+                                              (3, 0.6, 0.3), (4, 1.2, 0.001)])
+def test_comixup_reference_is_comixup_given_an_exact_solver(seed, thres, omega):
+    """The Co-Mixup reference row transcribes the release's loop (its cost, compatibility,
+    prior, modular diversity term, half labels, set_resolve, stopping rule, upsampled sum and
+    dense targets) with gco in its place; where each output's labelling is solved exactly (2 x 2
+    grids, every labelling tried) it must give Co-Mixup's labellings from the same saliency
+    (peaked maps in place of the saliency pass), so the images to 1e-5 and the dense targets
+    to 1e-6. Groups of 4 and 3 (a short last group), several rounds."""
+    import torch
+
+    from benchmarks.overhead import comixup_authors_style
+    from dali_snapmix.mix import CoMixup, soft_targets
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:32, :32]
+    c, s = rng.random((7, 2)) * 32, 32 * (0.1 + 0.2 * rng.random(7))
+    sal = torch.from_numpy(np.exp(-((yy - c[:, :1, None]) ** 2 + (xx - c[:, 1:, None]) ** 2) / (2 * s[:, None, None] ** 2))).float()
+    x, y = torch.randn(7, 3, 32, 32), torch.tensor([0, 1, 2, 3, 1, 0, 2])
+    mix = CoMixup(num_classes=4, part=4, block_num=2, thres=thres, omega=omega)
+    params = mix.sample(x, y, rng=rng)
+    resolved = mix.masks_from(sal, params)
+    want = mix.apply(x.clone(), y, resolved)
+    ExactCut.calls = 0
+    got = comixup_authors_style(x.clone(), y, None, params, num_classes=4, gco=ExactCut,
+                                saliency_time=lambda f: lambda: sal.clone(), thres=thres, omega=omega)
+    assert ExactCut.calls >= 2 * 7  # two rounds at least
+    assert (got.images - want.images).abs().max() <= 1e-5, seed
+    assert (soft_targets(got, num_classes=4) - soft_targets(want, num_classes=4)).abs().max() <= 1e-6, seed
 
 
 def test_guided_ap_reference_is_guided_ap_the_releases_way():
@@ -305,7 +359,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
     assert set(rows) == set(fig["overhead"])
-    assert len(rows) == 26 + (opencv_saliency() is not None) + (importlib.util.find_spec("gco") is not None)
+    assert len(rows) == 27 + (opencv_saliency() is not None) + 2 * (importlib.util.find_spec("gco") is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

@@ -37,10 +37,11 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert "paste_resized" in r["kernels"]
     for name in gpu_check.OVERHEAD:
         rows = r["overhead"][name]["rows"]
-        # 26 rows, and SaliencyMix's and PuzzleMix's authors'-style ones where OpenCV's contrib modules and
-        # gco-wrapper are installed
-        assert len(rows) == 26 + ("saliencymix-reference" in rows) + ("puzzlemix-reference" in rows), name
+        # 27 rows, and SaliencyMix's, PuzzleMix's and Co-Mixup's authors'-style ones where OpenCV's contrib
+        # modules and gco-wrapper are installed
+        assert len(rows) == 27 + ("saliencymix-reference" in rows) + 2 * ("puzzlemix-reference" in rows), name
         assert rows["snapmix"]["step_ms"] > 0 and rows["puzzlemix"]["step_ms"] > 0, name
+        assert rows["comixup"]["step_ms"] > 0, name
         assert rows["samplepairing"]["step_ms"] > 0 and rows["saliencymix"]["step_ms"] > 0, name
         assert rows["attentivemix-reference"]["step_ms"] > 0, name
         assert r["overhead"][name]["figures"]["setting"]["device"] == "cpu"

@@ -497,3 +497,20 @@ def test_puzzlemix_saliency_pass_follows_clean_lam_as_its_release():
     # its image smoothness un-normalises with the model's statistics
     assert build_mixer(parse_args(["--mix", "puzzlemix", "--model", "resnet18"]), 4, 10, dev).mean == (0.485, 0.456, 0.406)
     assert build_mixer(parse_args(["--mix", "puzzlemix", "--model", "efficientnet_lite0_imagenet"]), 4, 10, dev).std == (0.5,) * 3
+
+
+def test_comixup_options_and_saliency_pass_as_its_release():
+    """Co-Mixup: eval-mode saliency without a clean loss, train mode with one (its release's
+    clean_lam); --comix-part and --comix-block-num reach it and are refused by other methods."""
+    from dali_snapmix.trainer import build_mixer
+
+    dev = torch.device("cpu")
+    mix = build_mixer(parse_args(["--mix", "comixup"]), 4, 10, dev)
+    assert (mix.saliency_bn, mix.part, mix.block_num) == ("eval", 20, 4)
+    mix = build_mixer(parse_args(["--mix", "comixup", "--clean-lam", "1", "--comix-part", "8", "--comix-block-num", "-1"]),
+                      4, 10, dev)
+    assert (mix.saliency_bn, mix.part, mix.block_num) == ("train", 8, -1)
+    with pytest.raises(SystemExit, match="--mix comixup: part .* 0"):
+        build_mixer(parse_args(["--mix", "comixup", "--comix-part", "0"]), 4, 10, dev)
+    with pytest.raises(SystemExit, match="comix-part"):
+        parse_args(["--mix", "cutmix", "--comix-part", "8"])
