@@ -30,7 +30,10 @@ old: the previous epoch's crops, the previous epoch's model), its improved seman
 beside it), and SnapMix with the CAMs of the model after its first epoch; a sanity row
 (weights = the truth: zero error, up to the float32 rounding of the label contract's
 weights) and a shuffled-truth row (the truth of another sample of the batch: the error
-of a useless label). Not scored: CutOut and RICAP (no pair), Manifold Mixup (it mixes
+of a useless label). Co-Mixup's outputs mix several inputs: each input an output uses is
+scored as a different-label weight (its block share against the share of its parts the
+output shows; inputs of one class together as a same-label weight; ``fidelity.group_label_errors``).
+Not scored: CutOut and RICAP (no pair), Manifold Mixup (it mixes
 hidden states: no part of the image belongs to either label). Each row also gets its own useless reference (its different-label
 weights against its truths in every order) and the skill, its error over that: a row
 whose truths spread less (a soft mask) has smaller errors for that reason alone. Paired differences, each over the same samples with a bootstrap
@@ -62,6 +65,7 @@ from dali_snapmix.mix import (
     AttentiveMix,
     BoxParams,
     CAMCache,
+    CoMixup,
     CutMix,
     FMix,
     GuidedMixup,
@@ -197,6 +201,7 @@ def plot(path: Path, rows: dict[str, dict], *, min_share: float) -> None:
     hi = 2.0  # one scale for every panel, so that their spreads compare by eye; the few
     # applied same-label weights beyond it (SnapMix's doubled class weight) sit on its edge
     style = {"a": ("tab:blue", "w_a vs t_a"), "b": ("tab:orange", "w_b vs t_b"),
+             "k": ("tab:purple", "one input of a group's output (Co-Mixup)"),
              "same": ("tab:green", f"same label: w_a + w_b vs t_a + t_b (clipped at {hi:g})")}
     for ax, name in zip(axes.ravel(), names):
         r = rows[name]
@@ -318,6 +323,8 @@ def main(argv=None) -> dict:
     run("attentivemix", AttentiveMix(num_classes=K))  # area labels on the partner's top CAM cells (the trained model's)
     # mask-mean labels on saliency-kept blocks, the salient blocks moved (the truth follows them)
     run("puzzlemix", PuzzleMix(num_classes=K, mean=mean, std=std))
+    # block-share labels of each output's inputs in a group (the batch: 16 < its 20), scored input by input
+    run("comixup", CoMixup(num_classes=K))
     try:  # the paper's way: a fixed ImageNet network's attention (the Lite0 whose weights ship; extra 'accuracy')
         fixed = fixed_attention("efficientnet_lite0_imagenet", device=next(model.parameters()).device)
     except ValueError as e:
@@ -389,8 +396,8 @@ def main(argv=None) -> dict:
 
     for name, r in rows.items():
         h = r["at"][str(shares[0])]
-        lines.append(f"| {name} | {r['crop']} | {r['map'] or '-'} | {h['mae_diff']:.3f} | {h['mae_a']:.3f} | "
-                     f"{h['mae_b']:.3f} | {f(h['mae_same'])} | {f(h['mae_same_claim'])} | {h['mae']:.3f} | "
+        lines.append(f"| {name} | {r['crop']} | {r['map'] or '-'} | {h['mae_diff']:.3f} | {f(h['mae_a'])} | "
+                     f"{f(h['mae_b'])} | {f(h['mae_same'])} | {f(h['mae_same_claim'])} | {h['mae']:.3f} | "
                      f"{h['lies']:.1%} | {h['weights']} | {h['left_out']}/{r['mixed']} | {f(h['useless_diff'])} | "
                      f"{f(h['skill_diff'])} |"
                      + "".join(f" {r['at'][str(v)]['mae_diff']:.3f} | {r['at'][str(v)]['mae']:.3f} | "

@@ -33,10 +33,11 @@ import torch
 from .data.spec import map_to_crop
 from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
+from .mix.comixup import CoMixMaskParams
 from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
 from .seeding import generator
 
-__all__ = ["LIE", "PartMasks", "PartTruth", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
+__all__ = ["LIE", "PartMasks", "PartTruth", "group_label_errors", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
            "summarise"]
 
 LIE = 0.3  # a weight further than this from the truth is counted as a lie
@@ -125,6 +126,49 @@ def part_truth(cov: torch.Tensor, held: torch.Tensor, labels: torch.Tensor, para
     share = torch.minimum(held, held[perm])
     y = labels.cpu()
     return PartTruth(t_a=t_a, t_b=t_b, same=y == y[perm], mixed=live, keep=live & (share >= min_share), share=share)
+
+
+def group_label_errors(out: MixedBatch, cov: torch.Tensor, held: torch.Tensor, params: CoMixMaskParams,
+                       *, min_share: float = 0.25) -> tuple[dict[str, np.ndarray], int, np.ndarray]:
+    """Co-Mixup's labels against their truths (the pair formula's generalisation to an
+    output of several inputs): input k of output i's group shows its parts with weight
+    m_ik at each pixel, so t_ik = sum(P_k m_ik) / sum(P_k). Scored: every output that uses
+    two inputs or more (one used input is an unmixed copy), each input it uses (weight > 0)
+    whose crop holds ``min_share`` of its parts, in a row like :func:`label_errors`': kind
+    "k" (the output's only input of that class: a different-label weight) or "same" (the
+    class of several used inputs: their weights summed against their truths summed, share
+    the least of theirs). Returns (rows, mixed outputs, each mixed output's least share of
+    its used inputs' parts, for :func:`left_out`)."""
+    N, h, w = cov.shape
+    P = params.weights.shape[-1]
+    src = ((torch.arange(N) // params.part * params.part)[:, None] + torch.arange(P)).clamp_max(N - 1)
+    # the weight map of each input of the group in each output, and each input's parts
+    wts = params.weights.double().cpu()
+    n = wts.shape[1]
+    m = wts.permute(0, 3, 1, 2).repeat_interleave(h // n, 2).repeat_interleave(w // n, 3)  # (N, P, H, W)
+    parts = cov[src]  # (N, P, H, W)
+    t = (parts * m).sum((2, 3)) / parts.sum((2, 3)).clamp_min(1e-12)
+    weight = out.weights.detach().double().cpu()
+    used = weight > 0
+    y, share = out.labels.cpu(), held[src]
+    rows = {k: [] for k in ("weight", "claim", "truth", "kind", "sample", "share")}
+    mixed_shares = []
+    for i in range(N):
+        if int(used[i].sum()) < 2:
+            continue
+        mixed_shares.append(float(share[i][used[i]].min()))
+        for c in torch.unique(y[i][used[i]]).tolist():
+            sel = used[i] & (y[i] == c)
+            if float(share[i][sel].min()) < min_share:
+                continue
+            wc, tc = float(weight[i][sel].sum()), float(t[i][sel].sum())
+            for key, v in (("weight", wc), ("claim", wc), ("truth", tc), ("kind", "k" if int(sel.sum()) == 1 else "same"),
+                           ("sample", i), ("share", float(share[i][sel].min()))):
+                rows[key].append(v)
+    cols = {"weight": np.float64, "claim": np.float64, "truth": np.float64, "kind": "<U4", "sample": np.int64,
+            "share": np.float64}
+    return ({k: np.array(v, dtype=cols[k]) for k, v in rows.items()}, len(mixed_shares),
+            np.array(mixed_shares, dtype=np.float64))
 
 
 def label_errors(out: MixedBatch, truth: PartTruth, *, merges_same_label: bool) -> dict[str, np.ndarray]:
@@ -250,6 +294,13 @@ def measure(mix, *, model: torch.nn.Module, loader, masks: PartMasks, epochs=(0,
                 params = mix.resolve(b.images, b.labels, mix.sample(b.images, b.labels, rng=rng), model=model)
                 out = mix.apply(b.images.clone(), b.labels, params, model=model, geometry=b.geometry)
                 restore()
+                if isinstance(params, CoMixMaskParams):  # several inputs per output
+                    row, n_mixed, least = group_label_errors(out, cov, held, params, min_share=min_share)
+                    mixed += n_mixed
+                    excluded += int((least < min_share).sum())
+                    shares.append(least)
+                    rows.append(row)
+                    continue
                 truth = part_truth(cov, held, b.labels, params, min_share=min_share)
                 mixed += int(truth.mixed.sum())
                 excluded += int(truth.mixed.sum() - truth.keep.sum())

@@ -208,9 +208,11 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     the run, so it changes nothing the run computed."""
     from .fidelity import PartMasks, measure, part_truth, snapshot
     from .mix import BlendParams, BoxParams, MaskParams
+    from .mix.comixup import CoMixMaskParams
     from .viz import save_sample_grid
 
-    scored = (BoxParams, MaskParams, BlendParams)  # where a pair's part truth is defined (fidelity.part_truth)
+    pairs = (BoxParams, MaskParams, BlendParams)  # where a pair's part truth is defined (fidelity.part_truth)
+    scored = (*pairs, CoMixMaskParams)  # and a group's (fidelity.group_label_errors)
 
     found = {}
     # the loaders' epoch cfg.epochs: crops and order no training epoch drew
@@ -229,7 +231,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         parts = truth = None
         if parts_root is not None:
             parts, held = PartMasks(train_src.paths, root=parts_root).in_crops(b, spec.crop)
-            if isinstance(params, scored):
+            if isinstance(params, pairs):
                 truth = part_truth(parts, held, b.labels, params)
         hidden = getattr(target, "hidden", None)  # Manifold Mixup: the images enter unmixed
         where = f"\n(mixed inside the model at {hidden.name}: the inputs are shown)" if hidden is not None else ""
@@ -240,15 +242,16 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     if cfg.label_fidelity:
         mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
         if not issubclass(mix.resolved_type, scored):
-            found["label_error"] = None  # no pair to score: baseline, CutOut, RICAP's four regions
+            found["label_error"] = None  # no pair or group to score: baseline, CutOut, RICAP's four regions
         else:
             loader = make_loader(cfg.data_loader, test_src, batch_size=cfg.batch_size, train=True, **common)
             r = measure(mix, model=model, loader=loader, masks=PartMasks(test_src.paths, root=parts_root),
                         epochs=(cfg.epochs,), seed=cfg.seed)
             r.pop("rows"), r.pop("mixed_share")
             found["label_error"] = r
+            sides = f" (w_a {r['mae_a']:.3f}, w_b {r['mae_b']:.3f})" if r["pairs_diff"] else ""  # a pair's two sides
             print(f"label fidelity ({cfg.mix}, test split, one epoch of random crops): mean abs error of the "
-                  f"different-label weights {r['mae_diff']:.3f} (w_a {r['mae_a']:.3f}, w_b {r['mae_b']:.3f}); all "
+                  f"different-label weights {r['mae_diff']:.3f}{sides}; all "
                   f"weights as the loss applies them {r['mae']:.3f}, lies {r['lies']:.1%} of {r['weights']}; "
                   f"{r['excluded']} of {r['mixed']} mixed samples without truth")
     return found

@@ -296,7 +296,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
     for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "attentivemix",
-                 "attentivemix-imagenet", "puzzlemix", "mixed-example: vh-mixup",
+                 "attentivemix-imagenet", "puzzlemix", "comixup", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):

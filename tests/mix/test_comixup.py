@@ -318,3 +318,53 @@ def test_bad_input_is_refused_with_the_value():
         solve_grid_mrf(u, wv, wh, pw, init=torch.tensor([[[0, 3], [1, 1]], [[0, 0], [0, 0]]]))
     with pytest.raises(ValueError, match=r"init must be int64 of shape \(2, 2, 2\)"):
         solve_grid_mrf(u, wv, wh, pw, init=torch.zeros(1, 2, 2, dtype=torch.int64))
+
+
+def test_label_fidelity_truth_is_the_part_mass_each_output_shows():
+    """fidelity.group_label_errors against the mix itself: every input's part map in a
+    channel of its own, mixed by Co-Mixup's apply, so that channel k of output i holds what
+    it shows of input k's parts. Scored: outputs of two or more inputs; a class of several
+    used inputs as one "same" weight (weights and truths summed); inputs whose crops hold
+    too little of their parts left out."""
+    from dali_snapmix.fidelity import group_label_errors
+
+    rng = np.random.default_rng(SEED)
+    N, part, n, side = 9, 4, 4, 16
+    yy, xx = np.mgrid[:side, :side]
+    cov = np.zeros((N, side, side))
+    for i in range(N):
+        for _ in range(2):
+            cy, cx, s = rng.uniform(0, side), rng.uniform(0, side), rng.uniform(1, 4)
+            cov[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+    held = torch.from_numpy(rng.uniform(0.1, 1.0, N))
+    held[[1, 2]], held[3] = 0.9, 0.2  # a class of two inputs held, an input left out
+    y = torch.tensor([0, 1, 1, 2, 3, 0, 3, 4, 2])
+    w = np.zeros((N, n, n, part))
+    for g0 in (0, 4, 8):
+        g = min(part, N - g0)
+        w[g0:g0 + g, ..., :g] = random_labelling(rng, g, n, g)
+    w[2] = 0
+    w[2, ..., 1] = 1  # an output of one input: an unmixed copy, not scored
+    params = CoMixMaskParams(mix=True, part=part, weights=torch.from_numpy(w).float())
+    x = torch.zeros(N, N, side, side)
+    x[torch.arange(N), torch.arange(N)] = torch.from_numpy(cov).float()
+    out = CoMixup(num_classes=5, part=part).apply(x, y, params)
+    rows, mixed, least = group_label_errors(out, torch.from_numpy(cov), held, params, min_share=0.4)
+    want = []
+    for i in range(N):
+        g0 = i // part * part
+        used = [g0 + k for k in range(min(part, N - g0)) if w[i, ..., k].sum() > 0]
+        if len(used) < 2:
+            continue
+        for c in sorted({int(y[j]) for j in used}):
+            js = [j for j in used if int(y[j]) == c]
+            if min(float(held[j]) for j in js) < 0.4:
+                continue
+            t = sum(float(x[i, j].double().sum()) / cov[j].sum() for j in js)
+            want.append((sum(w[i, ..., j - g0].sum() / n ** 2 for j in js), t, "k" if len(js) == 1 else "same", i))
+    assert mixed == sum(1 for i in range(N) if (w[i].sum((0, 1)) > 0).sum() >= 2) == len(least)
+    assert [(k, s) for _, _, k, s in want] == list(zip(rows["kind"].tolist(), rows["sample"].tolist()))
+    every, _, _ = group_label_errors(out, torch.from_numpy(cov), held, params, min_share=0.0)
+    assert "same" in rows["kind"] and 2 not in rows["sample"] and len(every["kind"]) > len(want), SEED
+    np.testing.assert_allclose(rows["weight"], [v for v, _, _, _ in want], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rows["truth"], [t for _, t, _, _ in want], rtol=0, atol=1e-6)
