@@ -83,6 +83,10 @@ HAND_CRAFTED = ("mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoo
                 "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix", "comixup")
 
 
+# rows every run times: the pairing's reference and SnapMix's summary lines
+ALWAYS = ("baseline", "snapmix", "snapmix-lowres", "snapmix-cached", "floor")
+
+
 def opencv_saliency():
     """OpenCV-contrib's fine-grained detector, or None where cv2 lacks the contrib modules
     (plain opencv-python, as on the GPU machine) or is absent."""
@@ -421,6 +425,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast (CUDA): training forward, "
                     "SnapMix's CAM pass and the floor's forward alike")
     ap.add_argument("--json", default="", help="also write the figures to this JSON file")
+    ap.add_argument("--rows", default="", help="comma-separated rows to time (default: all); the baseline and the "
+                    "rows of SnapMix's summary lines (snapmix, snapmix-lowres, snapmix-cached, floor) always run")
     a = ap.parse_args(argv)
 
     dev = torch.device("cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -553,6 +559,12 @@ def main(argv=None) -> dict:
     else:
         print("no saliencymix-reference row: OpenCV's contrib modules are not installed "
               "(pip install opencv-contrib-python-headless)")
+    if a.rows:
+        wanted = [r for r in a.rows.split(",") if r]
+        unknown = [r for r in wanted if r not in names]
+        if unknown:
+            raise SystemExit(f"--rows: no row {', '.join(unknown)} here; the rows: {', '.join(names)}")
+        names = [n for n in names if n in {*wanted, *ALWAYS}]
     # shuffled rounds (dali_snapmix/timing.py): every variant follows a random predecessor
     times = shuffled_rounds({n: functools.partial(step, n) for n in names}, rounds=a.repeats, warmup=a.warmup,
                             seed=a.seed, measure=clock(dev.type))

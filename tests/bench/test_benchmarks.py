@@ -49,6 +49,16 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     assert (tmp_path / "o.png").stat().st_size > 0
 
 
+def test_overhead_rows_picks_rows_and_names_a_wrong_one(capsys):
+    """--rows times the rows asked for, with the baseline and SnapMix's summary rows."""
+    res = overhead(["--model", "small_cnn", "--crop", "32", "--batch", "2", "--classes", "3", "--repeats", "1",
+                    "--warmup", "0", "--plot", "", "--rows", "cutmix,comixup"])
+    assert set(res["overhead"]) == {"baseline", "cutmix", "comixup", "snapmix", "snapmix-lowres", "snapmix-cached", "floor"}
+    assert "| comixup |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--rows: no row cutmixx here"):
+        overhead(["--model", "small_cnn", "--crop", "32", "--batch", "2", "--rows", "cutmixx"])
+
+
 def test_saliencymix_reference_is_saliencymix_the_authors_way():
     """The overhead's authors'-style row computes what SaliencyMix computes (same draws):
     the speed-up is for the same output."""
