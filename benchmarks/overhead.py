@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from dali_snapmix.data import CropGeometry
-from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD
+from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD, unnormalise
 from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, hidden_mixing, mixed_cross_entropy
 from dali_snapmix.mix.params import sample_box_params
 from dali_snapmix.mix.released import released_snapmix
@@ -234,9 +234,7 @@ def puzzlemix_authors_style(images, labels, model, params, *, gco, saliency_time
     lam, perm, n = params.lam, params.perm.to(images.device), params.block_num
     dev = images.device
     with torch.no_grad():
-        m = torch.tensor(mean, device=dev).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=dev).view(1, -1, 1, 1)
-        unary, wv, wh, pw, u_a = puzzle_energy(grad, images * s + m, perm, block_num=n, lam=lam)
+        unary, wv, wh, pw, u_a = puzzle_energy(grad, unnormalise(images, mean, std), perm, block_num=n, lam=lam)
         big = 1000 * n * n
         u_h, v_h, h_h = ((big * t).cpu().numpy().astype(np.int32) for t in (unary, wv, wh))
         pw_h = pw.cpu().numpy().astype(np.float32)

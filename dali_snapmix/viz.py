@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import kernels
+from .data.spec import unnormalise
 from .kernels.spm_box_mass import spm_reference
 from .mix.base import MixedBatch
 from .mix.comixup import CoMixMaskParams
@@ -18,9 +19,7 @@ __all__ = ["save_sample_grid"]
 
 
 def _unnormalise(images: torch.Tensor, mean, std) -> np.ndarray:
-    m = torch.tensor(mean)[:, None, None]
-    s = torch.tensor(std)[:, None, None]
-    return (images.float().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return unnormalise(images.cpu(), mean, std).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def _rect(ax, box, **kw) -> None:

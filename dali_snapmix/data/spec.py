@@ -27,7 +27,7 @@ import torch
 from ..seeding import generator
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CropGeometry", "EpochPlan", "TransformSpec", "map_to_crop", "plan_epoch",
-           "resized_size"]
+           "resized_size", "unnormalise"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,6 +63,15 @@ def check_normalisation(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
     return mean, std
+
+
+def unnormalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """The images as pixels again, float32 on their device: x * std + mean per channel
+    (NCHW, or CHW)."""
+    shape = (-1, 1, 1)
+    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
+    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
+    return images.float() * s + m
 
 
 def resized_size(h: np.ndarray, w: np.ndarray, spec: TransformSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import kernels
-from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation
+from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, unnormalise
 from .base import check_prob
 from .cam import CAMHead
 from .cam_source import ExactCAMs
@@ -114,12 +114,10 @@ class AttentiveMix(MaskMethod):
                                  "attention_model= (a fixed pretrained network)")
             return self.cam_pass.exact(images, labels, model)
         dev = images.device
-        m = torch.tensor(self.mean, device=dev)[:, None, None]
-        s = torch.tensor(self.std, device=dev)[:, None, None]
         am = torch.tensor(self.attention_mean, device=dev)[:, None, None]
         ast = torch.tensor(self.attention_std, device=dev)[:, None, None]
         with torch.no_grad(), kernels.nvtx_range(f"{self.name}/attention"):
-            x = ((images.float() * s + m) - am) / ast
+            x = (unnormalise(images, self.mean, self.std) - am) / ast
             size = self.attention_size
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation
+from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, unnormalise
 from .base import MixedBatch, MixMethod, check_prob
 from .grid_mrf import solve_grid_mrf
 from .params import MaskParams, _check_perm, _check_tensor, coin, permutation
@@ -265,9 +265,7 @@ class PuzzleMix(MixMethod):
         return PuzzleParams(mix=mix, perm=perm, lam=lam, block_num=block_num)
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
-        m = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return images.float() * s + m
+        return unnormalise(images, self.mean, self.std)
 
     def masks_from(self, saliency: torch.Tensor, images: torch.Tensor, params: PuzzleParams) -> PuzzleMaskParams:
         """The mixed batch's params from the raw saliency (N, H, W): the labelling, the
