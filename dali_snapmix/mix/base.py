@@ -213,9 +213,12 @@ class MixMethod:
                 raise ValueError(f"labels must be in [0, {top if top is not None else 'num_classes'}), got min {lo}, max {hi}")
 
     def check_params(self, params, images: torch.Tensor) -> None:
-        """``apply`` calls this: replayed params must be this method's kind and fit the batch."""
-        if not isinstance(params, self.params_type):
-            raise ValueError(f"{type(self).__name__} takes {self.params_type.__name__}, got {type(params).__name__}")
+        """``apply`` calls this: replayed params must be this method's kind (its params, or
+        its resolved params, which skip the model pass) and fit the batch."""
+        kinds = (self.params_type, self.resolved_type)
+        if not isinstance(params, kinds):
+            names = " or ".join(dict.fromkeys(k.__name__ for k in kinds))
+            raise ValueError(f"{type(self).__name__} takes {names}, got {type(params).__name__}")
         if hasattr(params, "check"):
             n, _, h, w = images.shape
             params.check(n=n, height=h, width=w)

@@ -354,12 +354,6 @@ class CoMixup(MixMethod):
             raise ValueError("Co-Mixup's saliency is the model's input gradient: apply it with model=")
         return self.masks_from(self.saliency(images, labels, model=model), params)
 
-    def check_params(self, params, images: torch.Tensor) -> None:
-        if not isinstance(params, (CoMixParams, CoMixMaskParams)):
-            raise ValueError(f"Co-Mixup takes CoMixParams or CoMixMaskParams, got {type(params).__name__}")
-        n, _, h, w = images.shape
-        params.check(n=n, height=h, width=w)
-
     def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None) -> MixedBatch:
         params = self.resolve(images, labels, params, model=model)
         N = len(images)

@@ -49,13 +49,6 @@ class MaskMethod(MixMethod):
             return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
         return self._resolve_masks(images, labels, params, model=model)
 
-    def check_params(self, params, images: torch.Tensor) -> None:
-        if isinstance(params, MaskParams) and self.params_type is PartnerParams:  # already resolved
-            n, _, h, w = images.shape
-            params.check(n=n, height=h, width=w)
-            return
-        super().check_params(params, images)
-
     def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None) -> MixedBatch:
         params = self.resolve(images, labels, params, model=model)
         if not params.mix:

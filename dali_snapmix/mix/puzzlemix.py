@@ -305,12 +305,6 @@ class PuzzleMix(MixMethod):
         backward of the clean batch, BatchNorm as ``saliency_bn``)."""
         return input_gradient(model, images, labels, bn=self.saliency_bn)
 
-    def check_params(self, params, images: torch.Tensor) -> None:
-        if not isinstance(params, (PuzzleParams, PuzzleMaskParams)):
-            raise ValueError(f"PuzzleMix takes PuzzleParams or PuzzleMaskParams, got {type(params).__name__}")
-        n, _, h, w = images.shape
-        params.check(n=n, height=h, width=w)
-
     def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None) -> MixedBatch:
         params = self.resolve(images, labels, params, model=model)
         if not params.mix:
