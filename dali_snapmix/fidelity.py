@@ -37,8 +37,8 @@ from .mix.comixup import CoMixMaskParams
 from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
 from .seeding import generator
 
-__all__ = ["LIE", "PartMasks", "PartTruth", "group_label_errors", "label_errors", "left_out", "measure", "paired", "part_truth", "snapshot",
-           "summarise"]
+__all__ = ["LIE", "PartMasks", "PartTruth", "group_label_errors", "label_errors", "left_out", "measure", "paired",
+           "part_truth", "snapshot", "summarise"]
 
 LIE = 0.3  # a weight further than this from the truth is counted as a lie
 
@@ -134,11 +134,11 @@ def group_label_errors(out: MixedBatch, cov: torch.Tensor, held: torch.Tensor, p
     output of several inputs): input k of output i's group shows its parts with weight
     m_ik at each pixel, so t_ik = sum(P_k m_ik) / sum(P_k). Scored: every output that uses
     two inputs or more (one used input is an unmixed copy), each input it uses (weight > 0)
-    whose crop holds ``min_share`` of its parts, in a row like :func:`label_errors`': kind
-    "k" (the output's only input of that class: a different-label weight) or "same" (the
-    class of several used inputs: their weights summed against their truths summed, share
-    the least of theirs). Returns (rows, mixed outputs, each mixed output's least share of
-    its used inputs' parts, for :func:`left_out`)."""
+    whose crop holds ``min_share`` of its parts, in rows as :func:`label_errors` returns
+    them, of kind "k" (the output's only input of that class: a different-label weight)
+    or "same" (the class of several used inputs: their weights summed against their truths
+    summed, share the least of theirs). Returns (rows, mixed outputs, each mixed output's
+    least share of its used inputs' parts, for :func:`left_out`)."""
     N, h, w = cov.shape
     P = params.weights.shape[-1]
     src = ((torch.arange(N) // params.part * params.part)[:, None] + torch.arange(P)).clamp_max(N - 1)
@@ -165,9 +165,7 @@ def group_label_errors(out: MixedBatch, cov: torch.Tensor, held: torch.Tensor, p
             for key, v in (("weight", wc), ("claim", wc), ("truth", tc), ("kind", "k" if int(sel.sum()) == 1 else "same"),
                            ("sample", i), ("share", float(share[i][sel].min()))):
                 rows[key].append(v)
-    cols = {"weight": np.float64, "claim": np.float64, "truth": np.float64, "kind": "<U4", "sample": np.int64,
-            "share": np.float64}
-    return ({k: np.array(v, dtype=cols[k]) for k, v in rows.items()}, len(mixed_shares),
+    return ({k: np.array(v, dtype=_COLUMNS[k]) for k, v in rows.items()}, len(mixed_shares),
             np.array(mixed_shares, dtype=np.float64))
 
 
