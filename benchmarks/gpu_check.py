@@ -94,10 +94,12 @@ def commands(out: Path, *, rehearse: bool, per_test_timeout: int | None) -> dict
     }
     first = next(iter(OVERHEAD))
     for name, (model, crop, batch, amp) in OVERHEAD.items():
-        # a rehearsal's overhead steps are all the same tiny run: every row once proves the rows, the rest
-        # run the summary's rows (bf16 autocast is CUDA's; one round: a rehearsal times nothing)
+        # a rehearsal's overhead steps are all the same tiny run, of the summary's rows (make test times every
+        # row in-process, and every method with these modules blocked); the first adds the two grid-solver
+        # rows (bf16 autocast is CUDA's; one round: a rehearsal times nothing)
+        rows = "snapmix,puzzlemix,comixup" if name == first else "snapmix"
         size = (["--device", "cpu", "--model", "small_cnn", "--crop", "48", "--batch", "4", "--classes", "5",
-                 "--amp", "off", "--repeats", "1", "--warmup", "0", *([] if name == first else ["--rows", "snapmix"])]
+                 "--amp", "off", "--repeats", "1", "--warmup", "0", "--rows", rows]
                 if rehearse else
                 ["--device", "cuda", "--model", model, "--crop", str(crop), "--batch", str(batch), "--amp", amp,
                  "--repeats", "8", "--warmup", "2"])

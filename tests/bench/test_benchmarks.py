@@ -21,7 +21,7 @@ from benchmarks.overhead import main as overhead
 
 def test_overhead_benchmark_runs(tmp_path, capsys):
     res = overhead(["--model", "small_cnn", "--crop", "64", "--batch", "4", "--classes", "5", "--repeats", "2",
-                    "--warmup", "1", "--plot", str(tmp_path / "o.png")])
+                    "--warmup", "0", "--plot", str(tmp_path / "o.png")])
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",

@@ -35,16 +35,13 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     assert "blocked by DALI_SNAPMIX_BLOCK" not in log  # nothing tried to import them and failed
     assert r["test_counts"]["skipped"] >= 30 and r["test_counts"]["failed"] == 0  # tests/gpu collected, skipped
     assert "paste_resized" in r["kernels"]
+    # the summary's rows (on the GPU, every row in every step), the first step with the grid solver's
+    summary = {"baseline", "snapmix", "snapmix-lowres", "snapmix-cached", "floor"}
     first, *others = gpu_check.OVERHEAD
-    rows = r["overhead"][first]["rows"]  # every row once (on the GPU, every row in every step)
-    # 27 rows, and SaliencyMix's, PuzzleMix's and Co-Mixup's authors'-style ones where OpenCV's contrib
-    # modules and gco-wrapper are installed
-    assert len(rows) == 27 + ("saliencymix-reference" in rows) + 2 * ("puzzlemix-reference" in rows)
-    assert rows["snapmix"]["step_ms"] > 0 and rows["puzzlemix"]["step_ms"] > 0 and rows["comixup"]["step_ms"] > 0
-    assert rows["samplepairing"]["step_ms"] > 0 and rows["saliencymix"]["step_ms"] > 0
-    assert rows["attentivemix-reference"]["step_ms"] > 0
-    for name in others:  # the summary's rows: the same tiny run again
-        assert set(r["overhead"][name]["rows"]) == {"baseline", "snapmix", "snapmix-lowres", "snapmix-cached", "floor"}
+    assert set(r["overhead"][first]["rows"]) == summary | {"puzzlemix", "comixup"}
+    assert r["overhead"][first]["rows"]["comixup"]["step_ms"] > 0
+    for name in others:
+        assert set(r["overhead"][name]["rows"]) == summary
     for name in gpu_check.OVERHEAD:
         assert r["overhead"][name]["figures"]["setting"]["device"] == "cpu"
         assert "exact_minus_floor_pts" in r["overhead"][name]["figures"]  # the summary lines ran

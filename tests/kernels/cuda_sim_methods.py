@@ -42,12 +42,12 @@ def check(name: str, cuda, cpu) -> None:
 def main() -> None:
     seed = int.from_bytes(os.urandom(4), "little")
     g = torch.Generator().manual_seed(seed)
-    B, H, W, K = 5, 16, 16, 3
+    B, H, W, K = 5, 12, 12, 3
     x = torch.randn(B, 3, H, W, generator=g)
     y = torch.randint(0, K, (B,), generator=g)
     y[1] = y[0]  # a same-label pair, whatever the permutation
     torch.manual_seed(seed)
-    features = torch.nn.Conv2d(3, 6, 4, stride=4)  # 16 px -> a 4x4 feature map
+    features = torch.nn.Conv2d(3, 6, 4, stride=4)  # 12 px -> a 3x3 feature map
     head = CAMHead(features=features, classifier=torch.nn.Linear(6, K))
     methods = {
         "mixup": Mixup(prob=1.0, num_classes=K),
