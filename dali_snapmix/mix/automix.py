@@ -19,18 +19,28 @@ and its mask loss on the batch's mean: max(|1 - mean(m_b) - lam| - 0.1, 0) (L1, 
 weighted 0.1 and annealed to 0 by a cosine in the CUB config. Both convs start from
 N(0, 0.01) weights and zero biases, as the release initialises them.
 
-What is here so far: the Mix Block and its mask loss. The trainer mode (the momentum
-encoder, two lambdas and two partners per step, the fallback to Mixup at lam <= 0.08 or
->= 0.92, the mask-loss annealing, the Mix Block's own optimiser) is not built yet.
+The momentum pipeline's schedules, by iteration as the release's hooks: the teacher's
+momentum held at 0.999 for the first 10 % of the iterations, then
+0.99999 - (0.99999 - 0.999) (cos(pi k / K) + 1) / 2 (``CosineScheduleHook``, adjust scope
+[0.1, 1], constant warm-up), applied to the parameters after each step (``ema_update``:
+p_k <- m p_k + (1 - m) p_q; buffers are the teacher's own, as the release's); the mask
+loss's weight 0.1 (cos(pi k / K) + 1) / 2 (``CustomCosineAnnealingHook`` to 0).
+
+What is here so far: the Mix Block, its mask loss, the schedules and the EMA update. The
+trainer mode (two lambdas and two partners per step, the teacher's mixed loss that trains
+the Mix Block, the fallback to Mixup at lam <= 0.08 or >= 0.92, the Mix Block's own
+optimiser, checkpoints) is not built yet.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MixBlock", "mask_loss"]
+__all__ = ["MixBlock", "ema_update", "mask_loss", "mask_loss_weight_at", "momentum_at"]
 
 
 class MixBlock(nn.Module):
@@ -85,3 +95,48 @@ def mask_loss(mask_b: torch.Tensor, lam: float, *, margin: float = 0.1) -> torch
     """The release's L1 mask loss on the batch's mean: max(|1 - mean(m_b) - lam| - margin, 0)
     for the partner's weights ``mask_b`` (N, 1, H, W) and the own share lam (scalar tensor)."""
     return torch.clamp((1 - mask_b.mean() - lam).abs() - margin, min=0.0)
+
+
+def _check_step(step: int, total: int) -> None:
+    if not isinstance(total, int) or total < 1 or not isinstance(step, int) or not 0 <= step <= total:
+        raise ValueError(f"step must be an int in [0, total], total a positive int; got step={step!r}, total={total!r}")
+
+
+def momentum_at(step: int, total: int, *, base: float = 0.999, end: float = 0.99999,
+                scope: tuple[float, float] = (0.1, 1.0)) -> float:
+    """The teacher's momentum before iteration ``step`` of ``total`` (the release's
+    ``CosineScheduleHook`` with a constant warm-up): ``base`` until ``scope[0]`` of the run,
+    then ``end - (end - base) (cos(pi step / K) + 1) / 2`` up to K = ``scope[1]`` of it
+    (the cosine runs over the whole of [0, K], so it starts a little above ``base``)."""
+    _check_step(step, total)
+    if not 0.0 <= base <= end <= 1.0:
+        raise ValueError(f"momenta must satisfy 0 <= base <= end <= 1, got base={base!r}, end={end!r}")
+    lo = int(total * scope[0]) if scope[0] > 0 else 0
+    hi = int(total * scope[1]) if scope[1] < 1 else total
+    if step < lo:
+        return float(base)
+    if step > hi:  # past the scope the hook leaves the last value
+        step = hi
+    return float(end - (end - base) * (math.cos(math.pi * step / hi) + 1) / 2)
+
+
+def mask_loss_weight_at(step: int, total: int, *, base: float = 0.1, end: float = 0.0) -> float:
+    """The mask loss's weight at iteration ``step`` of ``total``: ``base`` annealed to
+    ``end`` by a cosine (the release's ``CustomCosineAnnealingHook``, by iteration)."""
+    _check_step(step, total)
+    return float(end + 0.5 * (base - end) * (math.cos(math.pi * step / total) + 1))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """p_teacher <- momentum p_teacher + (1 - momentum) p_student for every parameter (the
+    release's ``momentum_update``; buffers such as BatchNorm's statistics stay the
+    teacher's own, updated by its own forwards)."""
+    if not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    t, s = dict(teacher.named_parameters()), dict(student.named_parameters())
+    if t.keys() != s.keys() or any(t[k].shape != s[k].shape for k in t):
+        bad = sorted(t.keys() ^ s.keys()) or [k for k in t if t[k].shape != s[k].shape]
+        raise ValueError(f"teacher and student must have the same parameters; they differ at {bad[:3]}")
+    for k, p in t.items():
+        p.mul_(momentum).add_(s[k].detach(), alpha=1.0 - momentum)

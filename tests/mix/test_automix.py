@@ -87,3 +87,47 @@ def test_bad_input_is_refused_with_the_value():
         block(torch.zeros(2, 5, 3, 3), 0.5, torch.tensor([1, 0]), scale_factor=2)
     with pytest.raises(ValueError, match="lam must be in .* 1.5"):
         block(torch.zeros(2, 4, 3, 3), 1.5, torch.tensor([1, 0]), scale_factor=2)
+
+
+def test_schedules_follow_the_release_hooks():
+    """CosineScheduleHook (adjust scope [0.1, 1], constant warm-up) and CustomCosineAnnealingHook
+    (0.1 to 0), written out here from their formulas."""
+    import math
+
+    from dali_snapmix.mix.automix import mask_loss_weight_at, momentum_at
+
+    total = 1000
+    for k in (0, 50, 99):
+        assert momentum_at(k, total) == 0.999  # held before 10 % of the run
+    for k in (100, 400, 999, 1000):
+        want = 0.99999 - (0.99999 - 0.999) * (math.cos(math.pi * k / 1000) + 1) / 2
+        assert abs(momentum_at(k, total) - want) < 1e-15
+    assert momentum_at(1000, total) == 0.99999 and momentum_at(100, total) > 0.999  # the cosine's own start
+    assert mask_loss_weight_at(0, total) == 0.1 and abs(mask_loss_weight_at(500, total) - 0.05) < 1e-15
+    assert abs(mask_loss_weight_at(1000, total)) < 1e-15
+    with pytest.raises(ValueError, match="step=1001"):
+        momentum_at(1001, total)
+
+
+def test_ema_update_moves_the_teachers_parameters_only():
+    from dali_snapmix.mix.automix import ema_update
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(SEED % 2**31)
+    student, teacher = SmallCNN(3, width=4), SmallCNN(3, width=4)
+    student(torch.randn(4, 3, 16, 16))  # BatchNorm statistics that differ between the two
+    before_t = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before_s = {k: v.clone() for k, v in student.state_dict().items()}
+    ema_update(teacher, student, 0.9)
+    params = dict(teacher.named_parameters())
+    for k, v in teacher.state_dict().items():
+        if k in params:
+            want = (0.9 * before_t[k].double() + 0.1 * before_s[k].double()).float()
+            assert torch.allclose(v, want, rtol=0, atol=1e-7), k
+        else:
+            assert torch.equal(v, before_t[k]), k  # buffers: the teacher's own
+    assert all(torch.equal(v, before_s[k]) for k, v in student.state_dict().items())
+    with pytest.raises(ValueError, match="same parameters"):
+        ema_update(SmallCNN(3, width=4), SmallCNN(5, width=4), 0.9)
+    with pytest.raises(ValueError, match="momentum .* 1.5"):
+        ema_update(teacher, student, 1.5)
