@@ -229,18 +229,20 @@ def test_saliency_release_script(capsys):
 
 
 def test_accuracy_benchmark_quick(tmp_path, capsys):
-    """--quick on the embedded set, both protocols, every method: tables, plot and JSON."""
+    """--quick on the embedded set, both protocols, three of their methods (each method trains in
+    the trainer's own tests; the suite has a 5-minute budget): tables, plot and JSON."""
     import json
 
-    from benchmarks.accuracy import FASHION_METHODS
     from benchmarks.accuracy import main as accuracy
 
     pytest.importorskip("timm")
-    rep = accuracy(["--quick", "--out", str(tmp_path / "acc"), "--cache-dir", str(tmp_path / "cache")])
+    picked = ["baseline", "snapmix", "snapmix-cached"]
+    rep = accuracy(["--quick", "--methods", ",".join(picked), "--out", str(tmp_path / "acc"), "--cache-dir",
+                    str(tmp_path / "cache")])
     out = capsys.readouterr().out
     for protocol in ("scratch", "finetune"):
         rows = rep["protocols"][protocol]["summary"]
-        assert list(rows) == FASHION_METHODS
+        assert list(rows) == picked
         for m, r in rows.items():
             assert r["seeds"] == 1, (protocol, m)
             assert f"| {m} | " in out
