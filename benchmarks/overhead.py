@@ -165,16 +165,27 @@ def guided_sr_authors_style(images, labels):
     return release_guided_mix(images, labels, sal)
 
 
+def release_saliency(images, labels, model, *, eval_mode: bool) -> torch.Tensor:
+    """The input-gradient saliency (N, H, W) as the releases compute it: the clean batch's
+    loss backpropagated through the whole model (its parameters' gradients too, then zeroed,
+    as ``optimizer.zero_grad()``), the gradient's channel RMS; ``eval_mode``: BatchNorm in
+    eval mode for the pass (PuzzleMix and Co-Mixup without a clean loss), the model's mode
+    restored after."""
+    was = model.training
+    if eval_mode:
+        model.eval()
+    x = images.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return (x.grad ** 2).mean(dim=1).sqrt().detach()
+
+
 def guided_ap_authors_style(images, labels, model):
     """Guided-AP as the FGVC release runs it: the clean batch's loss backpropagated through
     the model (its parameters' gradients too, then zeroed, as ``optimizer.zero_grad()``), the
     input gradient's channel RMS, then :func:`release_guided_mix`."""
-    import torch.nn.functional as F
-
-    x = images.clone().requires_grad_(True)
-    F.cross_entropy(model(x), labels).backward()
-    model.zero_grad(set_to_none=True)
-    return release_guided_mix(images, labels, (x.grad ** 2).mean(dim=1).sqrt().detach())
+    return release_guided_mix(images, labels, release_saliency(images, labels, model, eval_mode=False))
 
 
 def attentivemix_authors_style(images, labels, perm, *, model, k: int = 6):
@@ -221,16 +232,7 @@ def puzzlemix_authors_style(images, labels, model, params, *, gco, saliency_time
     way. ``saliency_time`` wraps the saliency pass (timed apart)."""
     from dali_snapmix.mix.puzzlemix import puzzle_energy, puzzle_transport
 
-    def saliency():
-        was = model.training
-        model.eval()
-        x = images.clone().requires_grad_(True)
-        torch.nn.functional.cross_entropy(model(x), labels).backward()
-        model.zero_grad(set_to_none=True)
-        model.train(was)
-        return (x.grad ** 2).mean(dim=1).sqrt()
-
-    grad = saliency_time(saliency)()
+    grad = saliency_time(release_saliency)(images, labels, model, eval_mode=True)
     lam, perm, n = params.lam, params.perm.to(images.device), params.block_num
     dev = images.device
     with torch.no_grad():
@@ -271,16 +273,7 @@ def comixup_authors_style(images, labels, model, params, *, num_classes, gco, sa
     F = torch.nn.functional
     dev = images.device
 
-    def saliency():
-        was = model.training
-        model.eval()
-        x = images.clone().requires_grad_(True)
-        F.cross_entropy(model(x), labels).backward()
-        model.zero_grad(set_to_none=True)
-        model.train(was)
-        return (x.grad ** 2).mean(dim=1).sqrt()
-
-    sc = saliency_time(saliency)()
+    sc = saliency_time(release_saliency)(images, labels, model, eval_mode=True)
     N, _, h, w = images.shape
     n, part = params.block_num, params.part
     with torch.no_grad():
@@ -289,6 +282,7 @@ def comixup_authors_style(images, labels, model, params, *, num_classes, gco, sa
         peaks = torch.stack([idx // z.shape[-1], idx % z.shape[-1]], 1).float()
         a_dist = (peaks[:, None] - peaks[None]).abs().sum(-1)
         sc = F.avg_pool2d(sc, (h // n, w // n))
+        beta_n, gamma_n, eta_n, thres_n = beta / n ** 2, gamma / n ** 2, eta / n ** 2, thres * n ** 2
 
         def cut(cost_hwl, count, soft):
             """graphcut_wrapper: the half labels of the used inputs, gco, back to weights."""
@@ -319,8 +313,6 @@ def comixup_authors_style(images, labels, model, params, *, num_classes, gco, sa
                                      beta_n * np.ones((n, n - 1), np.float32), algorithm="swap")
             onehot = F.one_hot(torch.as_tensor(np.asarray(lab), dtype=torch.long, device=dev), P + len(halves)).float()
             return (onehot[:, :P] + onehot[:, P:] @ halves).reshape(n, n, P)
-
-        beta_n, gamma_n, eta_n, thres_n = beta / n ** 2, gamma / n ** 2, eta / n ** 2, thres * n ** 2
 
         def objective(cost, m):  # obj_fn: the objective without the threshold
             counts = m.reshape(len(m), -1, m.shape[-1]).sum(1)

@@ -128,6 +128,9 @@ CAM_PASS = ["snapmix", "attentivemix"]
 # levels, AttentiveMix re-normalises them for its fixed attention network, PuzzleMix's
 # image smoothness compares pixels
 TAKES_NORMALISATION = ["saliencymix", "attentivemix", "puzzlemix"]
+# the methods whose releases run the saliency pass in train mode when they keep a clean loss
+# (--clean-lam > 0), in eval mode otherwise
+SALIENCY_BN_FROM_CLEAN_LAM = ["puzzlemix", "comixup"]
 TYPES = {"int": int, "float": float, "str": str}
 FP16_ON_CPU = "--amp fp16 needs a GPU (fp16 training needs CUDA's gradient scaler); on the CPU use --amp bf16"
 # settings a resumed run may change: they do not change what the run computes

@@ -140,8 +140,7 @@ def group_label_errors(out: MixedBatch, cov: torch.Tensor, held: torch.Tensor, p
     summed, share the least of theirs). Returns (rows, mixed outputs, each mixed output's
     least share of its used inputs' parts, for :func:`left_out`)."""
     N, h, w = cov.shape
-    P = params.weights.shape[-1]
-    src = ((torch.arange(N) // params.part * params.part)[:, None] + torch.arange(P)).clamp_max(N - 1)
+    src = params.sources()
     # the weight map of each input of the group in each output, and each input's parts
     wts = params.weights.double().cpu()
     n = wts.shape[1]

@@ -36,6 +36,7 @@ from .config import (
     FP16_ON_CPU,
     OPTIONS,
     RUN_ONLY,
+    SALIENCY_BN_FROM_CLEAN_LAM,
     TAKES_NORMALISATION,
     Config,
     for_method,
@@ -77,7 +78,7 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
     if cfg.mix in TAKES_NORMALISATION:
         mean, std = input_normalisation(cfg.model)
         opts.update(mean=mean, std=std)
-    if cfg.mix in ("puzzlemix", "comixup") and cfg.clean_lam:  # their releases: the saliency pass in eval mode only without a clean loss
+    if cfg.mix in SALIENCY_BN_FROM_CLEAN_LAM and cfg.clean_lam:
         opts.update(saliency_bn="train")
     name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
     if name is not None:  # AttentiveMix's fixed network, on the batches' device

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from .base import MixedBatch, MixMethod, check_prob
 from .grid_mrf import solve_grid_mrf
-from .params import _check_tensor, coin
+from .params import _check_tensor, check_grid, coin
 from .saliency import input_gradient
 
 __all__ = ["CoMixMaskParams", "CoMixParams", "CoMixup", "comix_cost", "comix_masks", "comix_objective",
@@ -84,7 +84,7 @@ class CoMixParams:
     init: torch.Tensor
 
     def check(self, *, n: int, height: int, width: int) -> None:
-        check_grid(self.block_num, height, width)
+        check_grid(self.block_num, height, width, method="Co-Mixup")
         if not isinstance(self.part, int) or self.part < 1:
             raise ValueError(f"part must be a positive int, got {self.part!r}")
         _check_tensor("prior", self.prior, shape=(n,), dtypes=(torch.float64,))
@@ -116,7 +116,7 @@ class CoMixMaskParams:
             raise ValueError(f"weights must be (N, n, n, P), got shape {tuple(getattr(w, 'shape', ()))}")
         b, cols = w.shape[1], min(self.part, n)
         _check_tensor("weights", w, shape=(n, b, b, cols), dtypes=(torch.float32,))
-        check_grid(b, height, width)
+        check_grid(b, height, width, method="Co-Mixup")
         bad = ~((w >= 0) & (w <= 1)) | ((w.sum(-1, keepdim=True) - 1).abs() > 1e-5)
         if bool(bad.any()):
             i = tuple(int(v) for v in bad.nonzero()[0][:3])
@@ -131,6 +131,13 @@ class CoMixMaskParams:
     def block_num(self) -> int:
         return self.weights.shape[1]
 
+    def sources(self, device=None) -> torch.Tensor:
+        """int64 (N, P): the batch index of each weight column's input (a short last group's
+        missing inputs point at the batch's last image; their weights are 0)."""
+        n, cols = self.weights.shape[0], self.weights.shape[3]
+        first = torch.arange(n, device=device) // self.part * self.part
+        return (first[:, None] + torch.arange(cols, device=device)).clamp_max(n - 1)
+
     def combine(self, x: torch.Tensor) -> torch.Tensor:
         """The outputs (N, C, H, W) float32 from the inputs x (N, C, H, W): each output block
         its group's inputs' same block, weighted (group by group, block by block: no
@@ -144,13 +151,6 @@ class CoMixMaskParams:
             blocks = x[g].float().reshape(-1, c, n, h // n, n, w // n)
             out[g] = torch.einsum("oijp,pciyjx->ociyjx", wts[g, ..., :len(blocks)], blocks).reshape(-1, c, h, w)
         return out
-
-
-def check_grid(block_num: int, height: int, width: int) -> None:
-    if not isinstance(block_num, int) or block_num < 1:
-        raise ValueError(f"block_num must be a positive int, got {block_num!r}")
-    if height % block_num or width % block_num:
-        raise ValueError(f"Co-Mixup's {block_num} x {block_num} grid needs image sides it divides, got {height} x {width}")
 
 
 def compatibility(saliency: torch.Tensor) -> torch.Tensor:
@@ -356,14 +356,9 @@ class CoMixup(MixMethod):
 
     def _apply(self, images, labels, params, *, model=None, backend: str = "auto", geometry=None) -> MixedBatch:
         params = self.resolve(images, labels, params, model=model)
-        N = len(images)
         dev = images.device
-        wts = params.weights.to(dev)
-        P = wts.shape[3]
-        group = (torch.arange(N, device=dev) // params.part * params.part)[:, None] + torch.arange(P, device=dev)
-        group = group.clamp_max(N - 1)  # a short last group's missing inputs weigh 0
         if params.mix:
             images.copy_(params.combine(images).to(images.dtype))
-        share = wts.sum((1, 2))
-        return MixedBatch(images, labels=labels.to(dev, torch.int64)[group],
+        share = params.weights.to(dev).sum((1, 2))
+        return MixedBatch(images, labels=labels.to(dev, torch.int64)[params.sources(dev)],
                           weights=(share / share.sum(1, keepdim=True)).float())

@@ -34,6 +34,14 @@ def _check_unit(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {name}{list(i)} = {float(t[i])}")
 
 
+def check_grid(block_num: int, height: int, width: int, *, method: str) -> None:
+    """A block grid's side n: a positive int dividing both image sides (PuzzleMix, Co-Mixup)."""
+    if not isinstance(block_num, int) or block_num < 1:
+        raise ValueError(f"block_num must be a positive int, got {block_num!r}")
+    if height % block_num or width % block_num:
+        raise ValueError(f"{method}'s {block_num} x {block_num} grid needs image sides it divides, got {height} x {width}")
+
+
 def _check_perm(perm, n: int) -> None:
     """Each sample's partner: an index into the batch (a permutation where the method draws one)."""
     _check_tensor("perm", perm, shape=(n,), dtypes=(torch.int64,))

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from ..data.spec import IMAGENET_MEAN, IMAGENET_STD, check_normalisation, unnormalise
 from .base import MixedBatch, MixMethod, check_prob
 from .grid_mrf import solve_grid_mrf
-from .params import MaskParams, _check_perm, _check_tensor, coin, permutation
+from .params import MaskParams, _check_perm, _check_tensor, check_grid, coin, permutation
 from .saliency import input_gradient
 
 __all__ = ["PuzzleMaskParams", "PuzzleMix", "PuzzleParams", "move_blocks", "puzzle_energy", "puzzle_transport"]
@@ -76,7 +76,7 @@ class PuzzleParams:
         _check_perm(self.perm, n)
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam!r}")
-        check_grid(self.block_num, height, width)
+        check_grid(self.block_num, height, width, method="PuzzleMix")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class PuzzleMaskParams(MaskParams):
 
     def check(self, *, n: int, height: int, width: int) -> None:
         super().check(n=n, height=height, width=width)
-        check_grid(self.block_num, height, width)
+        check_grid(self.block_num, height, width, method="PuzzleMix")
         cells = self.block_num ** 2
         for name, src in (("src_a", self.src_a), ("src_b", self.src_b)):
             _check_tensor(name, src, shape=(n, cells), dtypes=(torch.int64,))
@@ -111,13 +111,6 @@ class PuzzleMaskParams(MaskParams):
         """(N, ..., H, W) maps of the own images (``side`` "a") or of the partners ("b",
         already indexed by perm) moved as the transport moves their blocks."""
         return move_blocks(maps, self.src_a if side == "a" else self.src_b, self.block_num)
-
-
-def check_grid(block_num: int, height: int, width: int) -> None:
-    if not isinstance(block_num, int) or block_num < 1:
-        raise ValueError(f"block_num must be a positive int, got {block_num!r}")
-    if height % block_num or width % block_num:
-        raise ValueError(f"PuzzleMix's {block_num} x {block_num} grid needs image sides it divides, got {height} x {width}")
 
 
 def move_blocks(x: torch.Tensor, src: torch.Tensor, block_num: int) -> torch.Tensor:
@@ -153,7 +146,7 @@ def puzzle_energy(saliency: torch.Tensor, pixels: torch.Tensor, perm: torch.Tens
     un-normalised (0..1)."""
     n = block_num
     nb, h, w = saliency.shape
-    check_grid(n, h, w)
+    check_grid(n, h, w, method="PuzzleMix")
     bh, bw = h // n, w // n
     if not isinstance(neigh_size, int) or neigh_size < 1:
         raise ValueError(f"neigh_size must be a positive int, got {neigh_size!r}")

@@ -172,7 +172,7 @@ def test_comixup_reference_is_comixup_given_an_exact_solver(seed, thres, omega):
     want = mix.apply(x.clone(), y, resolved)
     ExactCut.calls = 0
     got = comixup_authors_style(x.clone(), y, None, params, num_classes=4, gco=ExactCut,
-                                saliency_time=lambda f: lambda: sal.clone(), thres=thres, omega=omega)
+                                saliency_time=lambda f: lambda *a, **k: sal.clone(), thres=thres, omega=omega)
     assert ExactCut.calls >= 2 * 7  # two rounds at least
     assert (got.images - want.images).abs().max() <= 1e-5, seed
     assert (soft_targets(got, num_classes=4) - soft_targets(want, num_classes=4)).abs().max() <= 1e-6, seed

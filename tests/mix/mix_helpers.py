@@ -22,5 +22,15 @@ def model(classes=4, seed=0):
     return SmallCNN(classes, width=8).train()
 
 
+def peaked_saliency(rng, n, h, w):
+    """Saliency like a network's: a few bright blobs on a faint floor, float32 (n, h, w)."""
+    yy, xx = np.mgrid[:h, :w]
+    out = 0.05 * rng.random((n, h, w))
+    for _ in range(3):
+        cy, cx, s = rng.random((n, 1, 1)) * h, rng.random((n, 1, 1)) * w, 3 + rng.random((n, 1, 1)) * h / 5
+        out = out + np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s**2))
+    return torch.from_numpy(out.astype(np.float32))
+
+
 def assert_close(got, want, tol=1e-5):
     assert (got.double() - want.double()).abs().max() <= tol, (SEED, got, want)

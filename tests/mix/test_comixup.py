@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from mix_helpers import SEED, batch, model
+from mix_helpers import SEED, batch, model, peaked_saliency
 
 from dali_snapmix.mix import build_mix
 from dali_snapmix.mix.comixup import (
@@ -198,14 +198,6 @@ def test_mix_matches_the_transcription_given_the_labelling(N, part, n, size):
         assert bool(((cands - mixed[o]).abs() <= 1e-5).any(0).all()), (SEED, o)
 
 
-def peaked(rng, N, size):
-    yy, xx = np.mgrid[:size, :size]
-    c = rng.random((N, 2)) * size
-    s = size * (0.1 + 0.2 * rng.random(N))
-    return torch.from_numpy(np.exp(-((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2)
-                                   / (2 * s[:, None, None] ** 2)))
-
-
 def test_a_whole_pass_mixes_salient_blocks_of_several_inputs():
     """The defaults on a batch of 20 with one peaked saliency map each: outputs of several
     inputs (the diversity term), half blocks from round two, labels the blocks' shares."""
@@ -213,7 +205,7 @@ def test_a_whole_pass_mixes_salient_blocks_of_several_inputs():
     x, y = batch(rng, n=20, size=32, classes=7)
     mix = CoMixup(num_classes=7, seed=SEED)
     params = mix.sample(x, y)
-    resolved = mix.masks_from(peaked(rng, 20, 32).float(), params)
+    resolved = mix.masks_from(peaked_saliency(rng, 20, 32, 32), params)
     w = resolved.weights
     used = (w.sum((1, 2)) > 0).sum(1)
     assert w.shape == (20, 4, 4, 20) and float(used.float().mean()) >= 1.5, (SEED, used)
@@ -233,7 +225,7 @@ def test_groups_batch_of_one_and_no_coin():
     p = mix.sample(x, y)
     assert p.init.shape == (5, 4, 4) and int(p.init[4].max()) == 0  # the last group: one input
     assert all(abs(float(p.prior[g:g + 2].sum()) - 1) < 1e-12 for g in (0, 2, 4))
-    out = mix.apply(x.clone(), y, mix.masks_from(peaked(rng, 5, 16).float(), p))
+    out = mix.apply(x.clone(), y, mix.masks_from(peaked_saliency(rng, 5, 16, 16), p))
     assert torch.equal(out.images[4], x[4]) and float(out.weights[4, 0]) == 1.0
     one = mix(x[:1].clone(), y[:1], model=model())
     assert torch.equal(one.images, x[:1]) and one.labels.shape == (1, 1)
@@ -246,7 +238,7 @@ def test_zero_saliency_and_coinciding_peaks_stay_finite():
     """Where the release divides by zero: a saturated loss's zero map, a group whose peaks
     coincide (its distances sum to 0)."""
     rng = np.random.default_rng(SEED)
-    sal = peaked(rng, 4, 16)
+    sal = peaked_saliency(rng, 4, 16, 16).double()
     sal[2] = 0
     same = sal[0].expand(4, 16, 16)
     for s in (sal, same):

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from mix_helpers import SEED, batch, model
+from mix_helpers import SEED, batch, model, peaked_saliency
 
 from dali_snapmix.mix import puzzlemix as pz
 from dali_snapmix.mix.grid_mrf import grid_energy, solve_grid_mrf
@@ -65,16 +65,6 @@ def test_solver_is_a_local_minimum_under_single_label_changes():
         moved = lab.clone()
         moved[:, i, j] = k
         assert bool((grid_energy(moved, u, wv, wh, pw) >= e - 1e-12).all())
-
-
-def peaked_saliency(rng, n, h, w):
-    """Saliency like a network's: a few bright blobs on a faint floor."""
-    yy, xx = np.mgrid[:h, :w]
-    out = 0.05 * rng.random((n, h, w))
-    for _ in range(3):
-        cy, cx, s = rng.random((n, 1, 1)) * h, rng.random((n, 1, 1)) * w, 3 + rng.random((n, 1, 1)) * h / 5
-        out = out + np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s**2))
-    return torch.from_numpy(out.astype(np.float32))
 
 
 def test_solver_against_gco_on_puzzlemix_grids():
