@@ -51,7 +51,9 @@ def test_bce_on_softmax_is_the_releases_loss(rng):
             for k in range(out.k):
                 t[i, out.labels[i, k]] += float(out.weights[i, k])
         want = -(t * p.log() + (1 - t) * (1 - p).log()).mean()
-        assert mixed_bce_on_softmax(logits, out).item() == pytest.approx(want.item(), rel=2e-6)
+        # float32 softmax: log(1 - p) of a near-certain class loses digits (at most 3.3e-5 relative over
+        # 400 seeds; 2e-6 failed one run in a few dozen)
+        assert mixed_bce_on_softmax(logits, out).item() == pytest.approx(want.item(), rel=1e-4)
     sure = torch.tensor([[200.0, 0.0, 0.0, 0.0]] * 7)  # p = (1, 0, 0, 0) in float32: BCELoss's log clamp at -100
     assert torch.isfinite(mixed_bce_on_softmax(sure, out)) and LOSSES["bce"] is mixed_bce_on_softmax
 
