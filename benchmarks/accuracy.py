@@ -78,6 +78,7 @@ METHODS = {
     "attentivemix": {"mix": "attentivemix"},
     "puzzlemix": {"mix": "puzzlemix"},
     "comixup": {"mix": "comixup"},
+    "automix": {"mix": "automix"},
 }
 METHODS.update({f"{m}-warmup": {**o, "mix_warmup": 2} for m, o in list(METHODS.items()) if m != "baseline"})
 

@@ -96,8 +96,8 @@ def commands(out: Path, *, rehearse: bool, per_test_timeout: int | None) -> dict
     for name, (model, crop, batch, amp) in OVERHEAD.items():
         # a rehearsal's overhead steps are all the same tiny run, of the summary's rows (make test times every
         # row in-process, and every method with these modules blocked); the first adds the two grid-solver
-        # rows (bf16 autocast is CUDA's; one round: a rehearsal times nothing)
-        rows = "snapmix,puzzlemix,comixup" if name == first else "snapmix"
+        # rows and AutoMix (bf16 autocast is CUDA's; one round: a rehearsal times nothing)
+        rows = "snapmix,puzzlemix,comixup,automix" if name == first else "snapmix"
         size = (["--device", "cpu", "--model", "small_cnn", "--crop", "48", "--batch", "4", "--classes", "5",
                  "--amp", "off", "--repeats", "1", "--warmup", "0", "--rows", rows]
                 if rehearse else

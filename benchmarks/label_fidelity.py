@@ -33,6 +33,10 @@ weights) and a shuffled-truth row (the truth of another sample of the batch: the
 of a useless label). Co-Mixup's outputs mix several inputs: each input an output uses is
 scored as a different-label weight (its block share against the share of its parts the
 output shows; inputs of one class together as a same-label weight; ``fidelity.group_label_errors``).
+AutoMix's masks come from its learned Mix Block: here it is trained for ``--automix-epochs``
+epochs of the training split against a frozen copy of the scored model as its teacher
+(where the release's teacher ends, its momentum near 1), the model itself untouched; its
+labels are the sampled lam (mask-mean truth: mask-mass scoring as FMix).
 Not scored: CutOut and RICAP (no pair), Manifold Mixup (it mixes
 hidden states: no part of the image belongs to either label). Each row also gets its own useless reference (its different-label
 weights against its truths in every order) and the skill, its error over that: a row
@@ -63,6 +67,7 @@ from dali_snapmix.data import ImageSource, TransformSpec, ensure_synthetic_birds
 from dali_snapmix.fidelity import LIE, PartMasks, left_out, measure, paired, part_truth, snapshot, summarise
 from dali_snapmix.mix import (
     AttentiveMix,
+    AutoMix,
     BoxParams,
     CAMCache,
     CoMixup,
@@ -82,6 +87,7 @@ from dali_snapmix.mix import (
 from dali_snapmix.mix.mixed_example import VARIANTS as MIXED_EXAMPLE_VARIANTS
 from dali_snapmix.mix.params import paste_boxes
 from dali_snapmix.models import MidLevel, build_model, fixed_attention, input_normalisation
+from dali_snapmix.seeding import generator
 from dali_snapmix.trainer import train
 
 
@@ -174,6 +180,23 @@ def train_model(a, data_root: Path, out: Path) -> Path:
     return out / "last.pt"
 
 
+def trained_automix(model, loader, *, name: str, epochs: int, seed: int, num_classes: int) -> AutoMix:
+    """AutoMix whose Mix Block has trained ``epochs`` epochs of ``loader`` against a copy of
+    ``model`` (a new ``name`` model: not the mid-level branch's hook) as its teacher, frozen
+    (the model is not trained, so the EMA would not move it); returned not training, so
+    scoring changes nothing."""
+    mix = AutoMix.following(model, epochs=epochs, steps_per_epoch=len(loader), num_classes=num_classes,
+                            teacher=build_model(name, num_classes=num_classes).to(next(model.parameters()).device))
+    for e in range(epochs):
+        loader.set_epoch(e)
+        mix.set_epoch(e)
+        rng = generator(seed, "mixer", epoch=e)
+        for b in loader:
+            mix.resolve(b.images, b.labels, mix.sample(b.images, b.labels, rng=rng))
+            mix.step += 1  # the schedules' clock (the mask loss's weight), as after_step moves it
+    return mix.eval()
+
+
 def fill_cache(mix: SnapMix, model, loader, epoch: int) -> None:
     """Exact CAMs of every sample of ``loader``'s epoch ``epoch`` into the mixer's cache."""
     restore = snapshot(model)
@@ -243,9 +266,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--midlevel", action="store_true", help="train with the paper's mid-level branch (baseline+) and "
                     "also score SnapMix with the branch's CAMs (twice the resolution of the last stage's)")
     ap.add_argument("--device", default="cpu", choices=["auto", "gpu", "cpu"])
+    ap.add_argument("--automix-epochs", type=int, default=2, help="epochs of the training split AutoMix's Mix Block "
+                    "learns from before its row is scored (--quick: 1)")
     ap.add_argument("--out", default="runs/label_fidelity")
     ap.add_argument("--quick", action="store_true", help="tiny set, SmallCNN, 2 epochs, one pass: a smoke run for CI")
     a = ap.parse_args(argv)
+    if a.automix_epochs < 1:
+        raise SystemExit(f"--automix-epochs must be >= 1, got {a.automix_epochs}")
     if a.passes < 1:
         raise SystemExit(f"--passes must be >= 1, got {a.passes}")
     try:
@@ -265,7 +292,7 @@ def main(argv=None) -> dict:
 
     if a.quick:
         ds = ensure_synthetic_birds(cache_dir=out / "cache", train_per_class=8, test_per_class=4, size=(60, 80))
-        crops, passes = [48], 1
+        crops, passes, a.automix_epochs = [48], 1, 1
     else:
         ds = ensure_synthetic_birds(**BIRDS)
         passes = a.passes
@@ -279,10 +306,12 @@ def main(argv=None) -> dict:
     mean, std = input_normalisation(cfg["model"])
     K = test_src.num_classes
 
+    base_device = cfg["device"] if a.device == "auto" else a.device
+
     def loader_at(crop: int):
         spec = TransformSpec(resize=round(crop * cfg["resize"] / cfg["crop"]), crop=crop, mean=mean, std=std)
         return make_loader(cfg["data_loader"], test_src, batch_size=cfg["batch_size"], train=True, spec=spec,
-                           device=cfg["device"] if a.device == "auto" else a.device, seed=cfg["seed"] + 7, workers=2)
+                           device=base_device, seed=cfg["seed"] + 7, workers=2)
 
     c0 = cfg["crop"]
     epochs = tuple(range(passes))
@@ -325,6 +354,13 @@ def main(argv=None) -> dict:
     run("puzzlemix", PuzzleMix(num_classes=K, mean=mean, std=std))
     # block-share labels of each output's inputs in a group (the batch: 16 < its 20), scored input by input
     run("comixup", CoMixup(num_classes=K))
+    t0 = time.perf_counter()  # the Mix Block learns from the training split's batches, then mixes the test split's
+    train_loader = make_loader(cfg["data_loader"], train_src, batch_size=cfg["batch_size"], train=True,
+                               spec=base.spec, device=base_device, seed=cfg["seed"], workers=2)
+    automix = trained_automix(model, train_loader, name=cfg["model"], epochs=a.automix_epochs, seed=cfg["seed"],
+                              num_classes=K)
+    print(f"automix: Mix Block trained {a.automix_epochs} epochs in {time.perf_counter() - t0:.0f} s", flush=True)
+    run("automix", automix)  # lam labels on the learned masks (mask-mass truth)
     try:  # the paper's way: a fixed ImageNet network's attention (the Lite0 whose weights ship; extra 'accuracy')
         fixed = fixed_attention("efficientnet_lite0_imagenet", device=next(model.parameters()).device)
     except ValueError as e:

@@ -31,6 +31,11 @@ run pays p times the overhead. Variants:
                                              backward of the clean batch in eval mode, the release's
                                              loop in torch with gco's alpha-beta swap per output and
                                              round on the host (needs gco-wrapper; else no row)
+  automix                                    AutoMix's whole step: inside the augmentation its teacher's
+                                             no-grad forward (timed apart), the Mix Block twice, the
+                                             teacher's forward and backward on the Mix Block's batch and
+                                             its SGD step; in the step, the classifier's one-hot forward
+                                             on the clean batch (its second forward) and the EMA
   attentivemix                               AttentiveMix (k 6 of 7 x 7) with the CAMs of the model
                                              being trained (one no-grad forward, eval mode)
   attentivemix-reference                     AttentiveMix as its unofficial release runs it, per
@@ -73,6 +78,7 @@ import torch
 from dali_snapmix.data import CropGeometry
 from dali_snapmix.data.spec import IMAGENET_MEAN, IMAGENET_STD, unnormalise
 from dali_snapmix.mix import CAMCache, CAMHead, MixedBatch, build_mix, hidden_mixing, mixed_cross_entropy
+from dali_snapmix.mix.automix import AutoMix
 from dali_snapmix.mix.params import sample_box_params
 from dali_snapmix.mix.released import released_snapmix
 from dali_snapmix.models import build_model
@@ -439,6 +445,8 @@ def main(argv=None) -> dict:
     mixers = {m: build_mix(m, num_classes=a.classes, seed=a.seed, **({} if m == "baseline" else {"prob": 1.0}),
                            **({"autocast": amp} if m in ("snapmix", "attentivemix") else {}))
               for m in ("baseline", *HAND_CRAFTED, "attentivemix", "snapmix")}
+    # its schedules at their start (mask loss weight 0.1, momentum 0.999): the step's cost does not depend on them
+    mixers["automix"] = AutoMix.following(model, epochs=1, steps_per_epoch=1 << 30, num_classes=a.classes, seed=a.seed)
     mixers["baseline-again"] = mixers["baseline"]  # A/A control: what the timing says of no difference
     mixers["saliencymix-released"] = build_mix("saliencymix", num_classes=a.classes, seed=a.seed, prob=1.0,
                                                semantics="released")
@@ -479,6 +487,7 @@ def main(argv=None) -> dict:
         mixers[m].cam_pass.exact = timing_cams(mixers[m].cam_pass.exact)
     for m in ("puzzlemix", "comixup"):
         mixers[m].saliency = timing_cams(mixers[m].saliency)  # the saliency pass, timed apart
+    mixers["automix"].teacher_features = timing_cams(mixers["automix"].teacher_features)  # its teacher's feature pass
     puzzle_draws = build_mix("puzzlemix", num_classes=a.classes, seed=a.seed, prob=1.0)  # the references' draws
     comix_draws = build_mix("comixup", num_classes=a.classes, seed=a.seed, prob=1.0)
     # the input as exact SnapMix's CAM pass feeds it (channels_last on the CPU), converted inside the timer as there
@@ -530,11 +539,16 @@ def main(argv=None) -> dict:
         with autocast(), hidden_mixing(target):  # Manifold Mixup's hook; else nothing
             logits = model(target.images)
         loss = mixed_cross_entropy(logits.float(), target)
+        if name == "automix":  # its one-hot loss: the classifier's second forward, on the clean batch
+            with autocast():
+                loss = loss + torch.nn.functional.cross_entropy(model(batch).float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if name == "automix":
+            mixers[name].after_step(model)  # the teacher's EMA, part of its step
 
-    names = ["baseline", "baseline-again", *HAND_CRAFTED, "saliencymix-released", "guided-sr-reference",
+    names = ["baseline", "baseline-again", *HAND_CRAFTED, "automix", "saliencymix-released", "guided-sr-reference",
              "guided-ap-reference", "attentivemix", "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference"]
     try:

@@ -35,10 +35,10 @@ class Config:
     model: str = "resnet50"  # small_cnn | resnet18/34/50/101 | densenet121 | inception_v3 | timm:<name>
     pretrained: str = ""  # local state dict for the backbone (nothing is ever downloaded)
     midlevel: bool = False  # add the paper's baseline+ mid-level branch (ResNet, small_cnn)
-    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix | puzzlemix | comixup
+    mix: str = "snapmix"  # baseline | mixup | cutmix | as-cutmix | cutout | snapmix | resizemix | ricap | fmix | smoothmix | samplepairing | mixed-example | saliencymix | manifold | guided-sr | guided-ap | attentivemix | puzzlemix | comixup | automix
     # method options (None: the method's paper default); one that the method does not take is an error
     mix_prob: float | None = None  # switch probability, in [0, 1] (not baseline)
-    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold)
+    mix_beta: float | None = None  # Beta(beta, beta) ratio parameter, > 0 (mixup, cutmix, as-cutmix, snapmix, ricap, fmix, manifold, automix)
     snapmix_semantics: str | None = None  # released (default) | improved (see dali_snapmix/mix/snapmix.py)
     cam_resolution: float | None = None  # SnapMix CAM pass on a copy downscaled by this factor, in (0, 1] (0.5: low-res mode)
     cam_cache_every: int | None = None  # SnapMix cached-CAM mode: exact CAMs refreshed every N epochs (0: off)
@@ -105,7 +105,7 @@ CHOICES = {
 # each method option: the constructor keyword it sets, and the methods that take it
 OPTIONS = {
     "mix_prob": ("prob", [m for m in METHODS if m != "baseline"]),
-    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap", "fmix", "manifold"]),
+    "mix_beta": ("beta", ["mixup", "cutmix", "as-cutmix", "snapmix", "ricap", "fmix", "manifold", "automix"]),
     "snapmix_semantics": ("semantics", ["snapmix"]),
     "cam_resolution": ("cam_resolution", ["snapmix"]),
     "cam_cache_every": ("cache", ["snapmix"]),  # a CAMCache refreshed every N epochs
@@ -222,6 +222,9 @@ def check(cfg: Config) -> None:
     for m in methods:
         if m not in METHODS:
             raise SystemExit(f"--compare: unknown method {m!r}; choose from {list(METHODS)}")
+    if cfg.clean_lam > 0 and "automix" in methods:
+        raise SystemExit(f"--clean-lam {cfg.clean_lam} does not apply to --mix automix: its one-hot loss on the clean "
+                         f"batch is part of the method (weight 1, its release's head_one_q)")
     for k, v in options_not_taken(cfg, methods).items():
         where = f"--compare {cfg.compare}" if cfg.compare else f"--mix {cfg.mix}"
         raise SystemExit(f"--{k.replace('_', '-')} {v} does not apply to {where}: it applies to {', '.join(APPLIES[k])}")

@@ -21,6 +21,7 @@ PURPOSES = {
     "globals": 4,  # python / numpy / torch global generators (dropout, DataLoader workers)
     "samples": 5,  # --save-samples' batch, after training
     "fidelity": 6,  # label-fidelity measurement, after training
+    "mix_block": 7,  # AutoMix's Mix Block's initial weights
 }
 
 

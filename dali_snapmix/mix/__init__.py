@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from .attentivemix import AttentiveMix
+from .automix import AutoMix
 from .base import LOSSES, MixedBatch, MixMethod, mixed_bce_on_softmax, mixed_cross_entropy, soft_targets
 from .baseline import Baseline
 from .cam import CAMHead, class_activation_maps
@@ -31,7 +32,7 @@ from .smoothmix import SmoothMix
 from .snapmix import SnapMix
 
 __all__ = [
-    "LOSSES", "METHODS", "AttentiveMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CoMixup", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
+    "LOSSES", "METHODS", "AttentiveMix", "AutoMix", "Baseline", "BlendParams", "BoxParams", "CAMCache", "CAMHead", "CoMixup", "CutMix", "CutOut", "CutOutParams", "FMix", "GuidedMixup", "ManifoldMixup", "MaskParams", "MixMethod",
     "MixedBatch", "MixedExample", "Mixup", "PuzzleMix", "RICAP", "RICAPParams", "ResizeMix", "SaliencyMix", "SamplePairing", "SmoothMix", "SnapMix", "build_mix", "class_activation_maps", "hidden_mixing", "mixed_bce_on_softmax", "mixed_cross_entropy", "soft_targets",
 ]
 
@@ -55,6 +56,7 @@ METHODS = {
     "attentivemix": AttentiveMix,
     "puzzlemix": PuzzleMix,
     "comixup": CoMixup,
+    "automix": AutoMix,  # needs its teacher: AutoMix.following(model, ...), or the trainer's build_mixer
 }
 
 

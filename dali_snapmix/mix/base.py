@@ -142,6 +142,13 @@ class MixMethod:
     # True where a same-label pair's one class weight stands in both w_a and w_b (SnapMix);
     # else that class's weight is w_a + w_b
     merges_same_label = False
+    # the weight of a clean batch's cross-entropy the method adds to each mixed step
+    # (AutoMix's one-hot loss); the trainer adds it as --clean-lam's
+    clean_loss_weight = 0.0
+    # True where the masks come from state the run trains (AutoMix's Mix Block and teacher):
+    # after training, the run's own mixer (not a new one) mixes the sample grid and the
+    # label-fidelity batches, with train(False)
+    learned = False
 
     def __init__(self, *, num_classes: int | None = None, seed: int | None = None) -> None:
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
@@ -190,6 +197,10 @@ class MixMethod:
         whose masks need the model (Guided-AP), which derives them here; the trainer's sample
         grid and the label-fidelity truth read what this returns."""
         return params
+
+    def after_step(self, model) -> None:
+        """The trainer calls this after each optimiser step of ``model`` (the classifier):
+        nothing, except for a method that follows the model (AutoMix's EMA teacher)."""
 
     def set_epoch(self, epoch: int) -> None:
         """The trainer calls this each epoch (SnapMix's CAM cache stamps maps with it)."""

@@ -26,7 +26,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     assert out.strip().splitlines()[-1].startswith("exact-floor ")
     names = ("baseline", "baseline-again", "mixup", "cutmix", "cutout", "resizemix", "ricap", "fmix", "smoothmix",
              "samplepairing", "mixed-example", "saliencymix", "manifold", "guided-sr", "guided-ap", "puzzlemix", "comixup",
-             "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "attentivemix",
+             "automix", "saliencymix-released", "guided-sr-reference", "guided-ap-reference", "attentivemix",
              "attentivemix-reference", "snapmix", "snapmix-lowres",
              "snapmix-cached", "floor", "snapmix-reference") + (("saliencymix-reference",) if opencv_saliency() else ()) + \
         (("puzzlemix-reference", "comixup-reference") if importlib.util.find_spec("gco") else ())
@@ -44,7 +44,7 @@ def test_overhead_benchmark_runs(tmp_path, capsys):
     # the CAM forward is timed inside SnapMix and the floor, and nowhere else
     assert res["cam_s"]["snapmix"] > 0 and res["cam_s"]["floor"] > 0 and res["cam_s"]["cutmix"] == 0
     assert res["cam_s"]["attentivemix"] > 0  # its CAM pass
-    for name in ("puzzlemix", "puzzlemix-reference", "comixup", "comixup-reference"):  # the saliency passes
+    for name in ("puzzlemix", "puzzlemix-reference", "comixup", "comixup-reference", "automix"):  # the saliency passes (AutoMix: its teacher's)
         assert res["cam_s"].get(name, 1) > 0, name
     assert (tmp_path / "o.png").stat().st_size > 0
 
@@ -308,7 +308,7 @@ def test_label_fidelity_benchmark_quick(tmp_path, capsys):
     assert main["truth (sanity)"]["mae"] < 1e-7 and main["truth (sanity)"]["weights"] > 0
     assert main["shuffled truth"]["mae"] > 0.05
     for name in ("cutmix", "as-cutmix", "resizemix", "fmix", "smoothmix", "samplepairing", "saliencymix", "guided-sr", "guided-ap", "attentivemix",
-                 "attentivemix-imagenet", "puzzlemix", "comixup", "mixed-example: vh-mixup",
+                 "attentivemix-imagenet", "puzzlemix", "comixup", "automix", "mixed-example: vh-mixup",
                  "mixed-example: column-interval", "mixed-example: random-elements", "area-on-snapmix-boxes", "snapmix", "snapmix @48", "snapmix-lowres",
                  "area-on-improved-boxes", "snapmix-improved", "snapmix-improved @48", "snapmix-cached",
                  "snapmix, cached row's batches", "snapmix, epoch-1 CAMs"):
@@ -371,7 +371,7 @@ def test_gpu_check_reads_the_overhead_table_and_junit(tmp_path, capsys):
     rows = parse_overhead(capsys.readouterr().out)
     fig = json.loads(js.read_text())
     assert set(rows) == set(fig["overhead"])
-    assert len(rows) == 27 + (opencv_saliency() is not None) + 2 * (importlib.util.find_spec("gco") is not None)
+    assert len(rows) == 28 + (opencv_saliency() is not None) + 2 * (importlib.util.find_spec("gco") is not None)
     for m, r in rows.items():
         assert r["overhead_pct"] == pytest.approx(fig["overhead"][m] * 100, abs=0.051), m
         assert r["step_ms"] == pytest.approx(fig["median_s"][m] * 1e3, abs=0.051), m

@@ -38,7 +38,7 @@ def test_rehearsal_runs_every_step_and_reports_them(tmp_path):
     # the summary's rows (on the GPU, every row in every step), the first step with the grid solver's
     summary = {"baseline", "snapmix", "snapmix-lowres", "snapmix-cached", "floor"}
     first, *others = gpu_check.OVERHEAD
-    assert set(r["overhead"][first]["rows"]) == summary | {"puzzlemix", "comixup"}
+    assert set(r["overhead"][first]["rows"]) == summary | {"puzzlemix", "comixup", "automix"}
     assert r["overhead"][first]["rows"]["comixup"]["step_ms"] > 0
     for name in others:
         assert set(r["overhead"][name]["rows"]) == summary

@@ -252,3 +252,31 @@ def test_comixup_groups_and_mix_on_cuda_as_on_cpu():
         torch.testing.assert_close(b.images.cpu(), a.images, rtol=0, atol=1e-6)
         torch.testing.assert_close(b.weights.cpu(), a.weights, rtol=0, atol=0)
         assert torch.equal(b.labels.cpu(), a.labels)
+
+
+def test_automix_step_on_cuda_as_on_cpu():
+    """One AutoMix step (its teacher's passes, the Mix Block's SGD step, the classifier's
+    mask, the EMA) on CUDA from the CPU run's starting state: the same losses, batch, phi
+    and teacher up to cuDNN's float32 rounding against oneDNN's."""
+    from dali_snapmix.mix import AutoMix
+
+    x, y = _batch(n=9, side=64, seed=7)
+    runs = []
+    for dev in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        student = SmallCNN(K).train().to(dev)
+        mix = AutoMix.following(student, epochs=2, steps_per_epoch=3, num_classes=K)
+        params = mix.sample(x, y, rng=np.random.default_rng(3))
+        out = mix.apply(x.clone().to(dev), y.to(dev), params)
+        mix.after_step(student)
+        runs.append((out, mix))
+    (a, ma), (b, mb) = runs
+    assert b.images.is_cuda and mb.block.query.weight.is_cuda
+    torch.testing.assert_close(b.images.cpu(), a.images, rtol=0, atol=1e-4)
+    torch.testing.assert_close(b.weights.cpu(), a.weights, rtol=0, atol=0)
+    for k in ("mix_k", "mask"):
+        torch.testing.assert_close(mb.last_losses[k].cpu(), ma.last_losses[k], rtol=1e-4, atol=1e-6)
+    for p, q in zip(mb.block.parameters(), ma.block.parameters()):
+        torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=0, atol=1e-5)
+    for (k, p), q in zip(mb.teacher.state_dict().items(), ma.teacher.state_dict().values()):
+        torch.testing.assert_close(p.cpu().double(), q.double(), rtol=1e-4, atol=1e-5, msg=k)

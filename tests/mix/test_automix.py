@@ -4,7 +4,7 @@ the same weights, its mask loss against the formula, its gradients, and the refu
 import numpy as np
 import pytest
 import torch
-from mix_helpers import SEED
+from mix_helpers import SEED, assert_close
 
 from dali_snapmix.mix.automix import MixBlock, mask_loss
 
@@ -131,3 +131,199 @@ def test_ema_update_moves_the_teachers_parameters_only():
         ema_update(SmallCNN(3, width=4), SmallCNN(5, width=4), 0.9)
     with pytest.raises(ValueError, match="momentum .* 1.5"):
         ema_update(teacher, student, 1.5)
+
+
+# ---------------------------------------------------------------- the method and its step
+
+
+def block64(z, lam, perm, wq, bq, wv, bv, scale):
+    """PixelMixBlock (lam_concat, one query conv for query and key, scaled softmax,
+    nearest upsampling) in float64 torch ops: einsum for the 1 x 1 convs, repeat_interleave
+    for the upsampling; differentiable, so phi's gradients have a reference too."""
+    n, _, h, w = z.shape
+    lam_map = torch.full((n, 1, h, w), lam, dtype=torch.float64)
+    za, zb = torch.cat([z, lam_map], 1).flatten(2), torch.cat([z[perm], 1 - lam_map], 1).flatten(2)
+    q, k = torch.einsum("oc,ncp->nop", wq, za) + bq[:, None], torch.einsum("oc,ncp->nop", wq, zb) + bq[:, None]
+    v = torch.einsum("oc,ncp->nop", wv, zb) + bv[:, None]
+    att = torch.softmax(q.transpose(1, 2) @ k / wq.shape[0] ** 0.5, -1)
+    m = (att @ v.transpose(1, 2)).reshape(n, 1, h, w)
+    return torch.sigmoid(m.repeat_interleave(scale, 2).repeat_interleave(scale, 3))
+
+
+def ce64(logits, y):
+    return -torch.log_softmax(logits, 1).gather(1, y[:, None]).mean()
+
+
+def automix_case(rng, n, lam_bb, *, block_lr=0.5):
+    """A mid-run AutoMix on SmallCNN (width 4: its stride-8 stage, 4 x 4 maps of 32-pixel
+    images): a teacher that is no longer the student, a Mix Block far from its init, the
+    clock at step 5 of 12, epoch 1 of 3; and params with lam_mb away from the mask's mean
+    (the mask loss is not in its margin)."""
+    from dali_snapmix.mix.automix import AutoMix, AutoMixParams
+    from dali_snapmix.models import SmallCNN
+
+    torch.manual_seed(int(rng.integers(2**31)))
+    student = SmallCNN(4, width=4).train()
+    mix = AutoMix.following(student, epochs=3, steps_per_epoch=4, num_classes=4, block_lr=block_lr)
+    with torch.no_grad():
+        for p in mix.teacher.parameters():
+            p.add_(torch.from_numpy(rng.normal(0, 0.05, p.shape)).float())
+        for p in mix.block.parameters():
+            p.copy_(torch.from_numpy(rng.normal(0, 0.3, p.shape)))
+    mix.step = 5
+    mix.set_epoch(1)
+    x, y = torch.from_numpy(rng.standard_normal((n, 3, 32, 32)).astype(np.float32)), torch.from_numpy(rng.integers(0, 4, n))
+    perm_mb = torch.from_numpy(rng.permutation(n))
+    with torch.no_grad():  # lam_mb on the far side of the mask's own share: the loss is outside its margin
+        own = 1 - float(mix.block(mix.eval().teacher_features(x), 0.5, perm_mb, scale_factor=8).mean())
+    mix.train()
+    lam_mb = float(rng.uniform(0.05, 0.15) if own > 0.5 else rng.uniform(0.85, 0.95))
+    params = AutoMixParams(mix=True, perm_mb=perm_mb, lam_mb=lam_mb, perm_bb=torch.from_numpy(rng.permutation(n)),
+                           lam_bb=lam_bb)
+    return student, mix, x, y, params
+
+
+@pytest.mark.parametrize("n,lam_bb", [(5, None), (4, 0.05), (3, 0.93), (1, None)])
+def test_a_step_matches_a_float64_transcription_of_the_release(n, lam_bb):
+    """One training step of the whole pipeline against the release's forward_train written
+    out in float64 on the same weights and params: the Mix Block's two losses (the
+    teacher's mixed cross-entropy and the annealed mask loss), the classifier's mixed
+    and one-hot losses (through the trainer's own loss functions), the classifier's
+    batch (m_bb from phi before its step; plain Mixup at lam_bb <= 0.08 or >= 0.92),
+    phi after its SGD step (momentum 0.9, weight decay 5e-4, the epoch's cosine rate),
+    and the teacher after the EMA at the step's momentum."""
+    import copy
+    import math
+
+    from dali_snapmix.mix.automix import momentum_at
+    from dali_snapmix.trainer import clean_loss, logits_and_loss
+
+    rng = np.random.default_rng(SEED)
+    student, mix, x, y, params = automix_case(rng, n, lam_bb if lam_bb is not None else float(rng.uniform(0.2, 0.8)))
+    lam_mb, lam_bb, pm, pb = params.lam_mb, params.lam_bb, params.perm_mb, params.perm_bb
+    t64, s64 = copy.deepcopy(mix.teacher).double(), copy.deepcopy(student).double()
+    phi0 = [mix.block.query.weight[:, :, 0, 0], mix.block.query.bias, mix.block.value.weight[:, :, 0, 0], mix.block.value.bias]
+    phi = [p.detach().double().clone().requires_grad_(True) for p in phi0]
+    x64 = x.double()
+    z = t64.features[:3](x64)  # the stage the trainer's mid_layer picks (stride 8 on SmallCNN)
+    m_mb = block64(z, lam_mb, pm, *phi, 8)
+    logits_k = t64(x64 * (1 - m_mb) + x64[pm] * m_mb)
+    mix_k = lam_mb * ce64(logits_k, y) + (1 - lam_mb) * ce64(logits_k, y[pm])
+    weight = 0.1 * (math.cos(math.pi * 5 / 12) + 1) / 2
+    mask = weight * torch.clamp((1 - m_mb.mean() - lam_mb).abs() - 0.1, min=0)
+    assert float(mask.detach()) > 0
+    (mix_k + mask).backward()
+    with torch.no_grad():
+        m_bb = block64(z, lam_bb, pb, *phi, 8)
+        if lam_bb <= 0.08 or lam_bb >= 0.92:
+            m_bb = torch.full_like(m_bb, 1 - lam_bb)
+        x_bb = x64 * (1 - m_bb) + x64[pb] * m_bb
+        logits_q = s64(x_bb)
+        mix_q = lam_bb * ce64(logits_q, y) + (1 - lam_bb) * ce64(logits_q, y[pb])
+        one_q = ce64(s64(x64), y)
+    t_before = {k: v.detach().double().clone() for k, v in mix.teacher.named_parameters()}
+
+    cpu = torch.device("cpu")
+    clean = clean_loss(student, x.clone(), y, weight=mix.clean_loss_weight, loss="ce", amp="off", tdev=cpu)
+    target = mix.apply(x, y, params)
+    _, loss_q = logits_and_loss(student, target.images, target, amp="off", tdev=cpu)
+    for got, want in ((mix.last_losses["mix_k"], mix_k), (mix.last_losses["mask"], mask), (loss_q, mix_q),
+                      (clean, one_q)):
+        assert abs(float(got.detach()) - float(want.detach())) <= 1e-5, (SEED, float(got.detach()), float(want.detach()))
+    assert_close(target.images, x_bb, 1e-5)
+    assert torch.equal(target.labels, torch.stack([y, y[pb]], 1))
+    assert torch.allclose(target.weights, torch.tensor([[lam_bb, 1 - lam_bb]] * n, dtype=torch.float32), atol=1e-7)
+    lr = 5e-4 + (0.5 - 5e-4) * (math.cos(math.pi / 3) + 1) / 2  # epoch 1 of 3, block_lr 0.5 (a step that shows)
+    for p, p0 in zip([mix.block.query.weight[:, :, 0, 0], mix.block.query.bias, mix.block.value.weight[:, :, 0, 0],
+                      mix.block.value.bias], phi):
+        want = p0.detach() - lr * (p0.grad + 5e-4 * p0.detach())  # SGD's first step: the momentum buffer is the gradient
+        assert_close(p.detach(), want, 2e-6)
+    assert max(float(p.grad.abs().max()) for p in phi) * lr > 1e-4  # the step moved phi by far more than the tolerance
+    mix.after_step(student)
+    m = momentum_at(5, 12)
+    for k, v in mix.teacher.named_parameters():
+        assert_close(v, m * t_before[k] + (1 - m) * dict(student.named_parameters())[k].double(), 1e-6)
+    assert mix.step == 6 and not any(p.requires_grad for p in mix.teacher.parameters())
+
+
+class Draws:
+    """A generator stand-in whose permutations are the identity (every draw has self-pairs)."""
+
+    def __init__(self, shift):
+        self.shift, self.asked = shift, []
+
+    def permutation(self, n):
+        return np.arange(n)
+
+    def integers(self, lo, hi):
+        self.asked.append((lo, hi))
+        return self.shift
+
+
+def test_partners_as_the_releases_no_repeat_shuffle():
+    """perm_bb: up to 11 draws, then whatever came (self-pairs possible); perm_mb: then a
+    shift drawn from [1, n - 2]. Real draws: never a self-pair in perm_mb; and the params
+    come in the release's order (lam_mb, lam_bb from one Beta(2, 2) draw, perm_bb, perm_mb)."""
+    from dali_snapmix.mix.automix import AutoMix, no_repeat_permutation
+    from dali_snapmix.models import SmallCNN
+
+    d = Draws(3)
+    assert no_repeat_permutation(d, 6, shift_on_failure=False).tolist() == list(range(6)) and d.asked == []
+    assert no_repeat_permutation(d, 6, shift_on_failure=True).tolist() == [3, 4, 5, 0, 1, 2] and d.asked == [(1, 5)]
+    assert no_repeat_permutation(Draws(9), 2, shift_on_failure=True).tolist() == [1, 0]  # the release's randint(1, 1) fails
+    assert no_repeat_permutation(Draws(9), 1, shift_on_failure=True).tolist() == [0]
+    rng = np.random.default_rng(SEED)
+    for n in (2, 3, 7):
+        assert all(bool((no_repeat_permutation(rng, n, shift_on_failure=True) != torch.arange(n)).all()) for _ in range(200))
+    mix = AutoMix.following(SmallCNN(3, width=4), epochs=1, steps_per_epoch=1)
+    x = torch.zeros(7, 3, 32, 32)
+    p = mix.sample(x, torch.zeros(7, dtype=torch.int64), rng=np.random.default_rng(SEED))
+    r = np.random.default_rng(SEED)
+    assert r.random() < 1.0  # the coin (prob 1)
+    lam = r.beta(2.0, 2.0, size=2)
+    assert (p.lam_mb, p.lam_bb) == (float(lam[0]), float(lam[1]))
+    assert torch.equal(p.perm_bb, no_repeat_permutation(r, 7, shift_on_failure=False))
+    assert torch.equal(p.perm_mb, no_repeat_permutation(r, 7, shift_on_failure=True))
+
+
+def test_not_training_it_mixes_without_changing_its_state():
+    """eval(): the same mask as training computes, and no step of phi, no move of the
+    teacher's BatchNorm statistics, no tick of the clock; train(): phi steps."""
+    rng = np.random.default_rng(SEED)
+    student, mix, x, y, params = automix_case(rng, 4, 0.5)
+    state = {k: v.clone() for k, v in mix.teacher.state_dict().items()} | {
+        "q": mix.block.query.weight.clone()}
+    got = mix.eval().resolve(x, y, params)
+    assert all(torch.equal(v, state[k]) for k, v in mix.teacher.state_dict().items())
+    assert torch.equal(mix.block.query.weight, state["q"]) and mix.step == 5
+    trained = mix.train().resolve(x, y, params)
+    assert torch.equal(got.masks, trained.masks)  # the classifier's mask comes before phi's step
+    assert not torch.equal(mix.block.query.weight, state["q"])
+    assert not torch.equal(mix.teacher.state_dict()["features.0.1.running_mean"], state["features.0.1.running_mean"])
+
+
+def test_state_round_trip_and_refusals():
+    from dali_snapmix.mix.automix import AutoMix, AutoMixParams
+    from dali_snapmix.models import SmallCNN
+
+    rng = np.random.default_rng(SEED)
+    student, mix, x, y, params = automix_case(rng, 4, 0.5)
+    mix.apply(x.clone(), y, params)
+    other = AutoMix.following(student, epochs=3, steps_per_epoch=4)
+    other.load_state_dict(mix.state_dict())
+    assert other.step == 5 and torch.equal(other.block.value.weight, mix.block.value.weight)
+    assert other.optimizer.state_dict()["state"][0]["momentum_buffer"].abs().sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(other.teacher.state_dict().values(), mix.teacher.state_dict().values()))
+    with pytest.raises(ValueError, match=r"AutoMix's state has keys .*got \['block'\]"):
+        other.load_state_dict({"block": {}})
+    net = SmallCNN(3, width=4)
+    with pytest.raises(ValueError, match="layer must be a module of the teacher"):
+        AutoMix(teacher=net, layer=SmallCNN(3, width=4).features[2], channels=16, epochs=1, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="lam_margin must be in .* 0.5"):
+        AutoMix.following(net, epochs=1, steps_per_epoch=1, lam_margin=0.5)
+    with pytest.raises(ValueError, match="steps_per_epoch must be a positive int, got 0"):
+        AutoMix.following(net, epochs=1, steps_per_epoch=0)
+    with pytest.raises(ValueError, match="lam_bb must be in .* 1.2"):
+        mix.apply(x, y, AutoMixParams(mix=True, perm_mb=params.perm_mb, lam_mb=0.5, perm_bb=params.perm_bb, lam_bb=1.2))
+    with pytest.raises(ValueError, match="one integer factor, which 28 x 28 images do not allow"):
+        mix.apply(torch.zeros(4, 3, 28, 28), y, params)

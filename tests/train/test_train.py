@@ -514,3 +514,36 @@ def test_comixup_options_and_saliency_pass_as_its_release():
         build_mixer(parse_args(["--mix", "comixup", "--comix-part", "0"]), 4, 10, dev)
     with pytest.raises(SystemExit, match="comix-part"):
         parse_args(["--mix", "cutmix", "--comix-part", "8"])
+
+
+def test_automix_trains_resumes_bit_identical_and_scores_its_labels(birds, tmp_path, monkeypatch):
+    """--mix automix: each step adds its one-hot loss (weight 1) and the teacher follows
+    after it (the clock ends at every step of the run); resumed from its epoch-1 checkpoint
+    (what a kill after epoch 1 leaves: last.pt is written atomically, see
+    test_killed_run_resumes_to_the_same_weights) the run ends with the same classifier,
+    teacher, Mix Block and Mix Block optimiser, bit for bit; the sample grid and the label
+    fidelity mix with the trained Mix Block; --clean-lam is refused."""
+    import dali_snapmix.trainer as trainer
+
+    weights, real = [], trainer.clean_loss
+    monkeypatch.setattr(trainer, "clean_loss", lambda *a, **kw: weights.append(kw["weight"]) or real(*a, **kw))
+    common = ["--data", str(birds.root), *TINY, "--epochs", "2", "--mix", "automix"]
+    main([*common, "--keep-checkpoints", "1", "--out", str(tmp_path / "full")])
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    steps = full["mixer"]["step"]
+    assert steps > 0 and steps % 2 == 0 and len(weights) == steps and set(weights) == {1.0}
+    assert torch.load(tmp_path / "full" / "epoch1.pt", weights_only=False)["mixer"]["step"] == steps // 2
+    teacher, student = full["mixer"]["teacher"], full["model"]
+    assert teacher.keys() == student.keys() and not torch.equal(teacher["fc.weight"], student["fc.weight"])
+    res = main([*common, "--out", str(tmp_path / "r"), "--resume", str(tmp_path / "full" / "epoch1.pt"),
+                "--save-samples", "--label-fidelity"])
+    again = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
+    for part in ("teacher", "block"):
+        assert all(torch.equal(v, again["mixer"][part][k]) for k, v in full["mixer"][part].items()), part
+    assert all(torch.equal(v, again["model"][k]) for k, v in student.items())
+    assert again["mixer"]["step"] == steps
+    assert all(torch.equal(s["momentum_buffer"], again["mixer"]["optimizer"]["state"][i]["momentum_buffer"])
+               for i, s in full["mixer"]["optimizer"]["state"].items())
+    assert res["label_error"]["weights"] > 0 and (tmp_path / "r" / "samples.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="--clean-lam 1.0 does not apply to --mix automix"):
+        parse_args(["--mix", "automix", "--clean-lam", "1"])
