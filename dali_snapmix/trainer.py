@@ -265,7 +265,8 @@ def after_training(cfg: Config, model, train_src, test_src, parts_root, spec, de
         where = f"\n(mixed inside the model at {hidden.name}: the inputs are shown)" if hidden is not None else ""
         save_sample_grid(out / "samples.png", out=target, params=params, mean=spec.mean, std=spec.std,
                          cam=getattr(mix, "last_cam", None), parts=parts, truth=truth,
-                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label{where}")
+                         title=f"{cfg.model} {cfg.mix}, trained {cfg.epochs} epochs: label:weight of each label{where}",
+                         show_masks=mix.learned)
         del b
     if cfg.label_fidelity:
         mix = learned or build_mixer(cfg, test_src.num_classes, len(test_src), tdev)

@@ -32,13 +32,15 @@ def _rect(ax, box, **kw) -> None:
 
 def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
                      cam: torch.Tensor | None = None, parts: torch.Tensor | None = None,
-                     truth=None, n: int = 8, title: str = "") -> None:
+                     truth=None, n: int = 8, title: str = "", show_masks: bool = False) -> None:
     """One block per sample: the mixed image (captioned ``label:weight`` for each of its labels), with the
     pasted box or a mask's 0.5 level (white, dashed) and, where ``parts`` (N, H, W) coverage of the clean crops
     is known, the outline of the class-deciding parts the mixed image shows (green: taken
     through the same paste, mask or blend; truth t_a / t_b in the caption). With
     SnapMix's ``cam``, two more panels: the SPM of the sample (its target box) and of its
-    partner (its source box), as heat maps in multiples of a uniform map, one colour bar."""
+    partner (its source box), as heat maps in multiples of a uniform map, one colour bar.
+    ``show_masks`` (a learned mask, AutoMix's): beside each sample its mask, the own
+    image's weight per pixel (black 0, white 1), captioned with its mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +73,9 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             outline = m.numpy()
     level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
-    per = 3 if maps is not None else 1
+    masks = params.masks[:n].cpu().float().numpy() if (
+        show_masks and isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3) else None
+    per = 3 if maps is not None else 2 if masks is not None else 1
     cols = 2 if maps is not None else 4
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols * per, figsize=(2.2 * cols * per + (1.0 if maps is not None else 0), 2.45 * rows),
@@ -100,6 +104,9 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
             # shares are >= 0: a -1e-17 from rounding would print as "-0.00"
             cap += f"\ntruth {max(0.0, float(truth.t_a[i])):.2f} {max(0.0, float(truth.t_b[i])):.2f}"
         ax.set_title(cap, fontsize=8)
+        if masks is not None:
+            block[1].imshow(masks[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            block[1].set_title(f"own weight, mean {masks[i].mean():.2f}", fontsize=8)
         if maps is not None:
             for ax, k, box, name in ((block[1], i, params.dst_box[i] if boxes else None, "SPM"),
                                      (block[2], j, params.src_box[i] if boxes else None, f"partner {j} SPM")):
