@@ -551,6 +551,8 @@ def checkpoint(run: Run, epoch: int, row: dict) -> None:
     if epoch + 1 in {int(k) for k in cfg.keep_checkpoints.split(",") if k.strip()}:
         shutil.copyfile(out / "last.pt", out / f"epoch{epoch + 1}.pt")
     acc = "" if row["top1"] is None else f" top1 {row['top1']:.4f}" + (f" fused {row['top1_fused']:.4f}" if cfg.midlevel else "")
+    if row.get("top1_teacher") is not None:
+        acc += f" teacher {row['top1_teacher']:.4f}"
     if "cams" in row:
         acc += " cams " + " ".join(f"{k} {v}" for k, v in row["cams"].items())
     print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}{acc} {row['images_per_s']:.0f} img/s "
@@ -570,6 +572,8 @@ def finish(run: Run) -> dict:
                   mean_last3=sum(h[key] for h in ev[-3:]) / len(ev[-3:]),
                   seconds_per_epoch=float(np.median([h["seconds"] for h in history])),
                   images_per_s=history[-1]["images_per_s"])
+    if "top1_teacher" in ev[-1]:  # AutoMix: its EMA teacher's top-1 too (its release reports the best of its heads)
+        result.update(top1_teacher=ev[-1]["top1_teacher"], best_top1_teacher=max(h["top1_teacher"] for h in ev))
     if run.rank != 0:
         return result
     if cfg.save_samples or cfg.label_fidelity:
@@ -581,7 +585,8 @@ def finish(run: Run) -> dict:
     lf = result.get("label_error")
     print(f"RESULT method={cfg.mix} top1={result['top1']:.4f} best_top1={result['best_top1']:.4f} "
           f"(epoch {result['best_epoch']}) mean_last{len(tail)}={result['mean_last10']:.4f} "
-          f"images/s={result['images_per_s']:.1f}" + (f" label_error={lf['mae_diff']:.3f}" if lf else ""))
+          f"images/s={result['images_per_s']:.1f}" + (f" label_error={lf['mae_diff']:.3f}" if lf else "")
+          + (f" top1_teacher={result['top1_teacher']:.4f}" if "top1_teacher" in result else ""))
     if run.writer is not None:
         run.writer.close()
     return result
@@ -599,6 +604,10 @@ def train(cfg: Config, *, on_batch: Callable[[int, int, Batch], None] | None = N
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             top1, fused = evaluate(run.ddp, run.test_loader, run.tdev, channels_last=cfg.channels_last)
         row.update(top1=top1, top1_fused=fused if cfg.midlevel else top1, lr=run.opt.param_groups[0]["lr"])
+        teacher = run.mixer.teacher if run.mixer.learned else None
+        if top1 is not None and teacher is not None:  # AutoMix's EMA teacher: what its release's maintainers report
+            row["top1_teacher"] = evaluate(teacher, run.test_loader, run.tdev, channels_last=cfg.channels_last)[0]
+            teacher.train()  # its passes in training run in train mode, as the release's
         cams = share_cams(run, cams_before)
         if cams is not None:
             row["cams"] = cams

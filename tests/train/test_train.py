@@ -516,6 +516,23 @@ def test_comixup_options_and_saliency_pass_as_its_release():
         parse_args(["--mix", "cutmix", "--comix-part", "8"])
 
 
+def _teacher_score(state: dict, data: Path) -> float:
+    """Top-1 of a small_cnn with ``state`` on the test split of ``data``, image by image."""
+    from dali_snapmix.data import ImageSource, TransformSpec, make_loader
+    from dali_snapmix.models import build_model, input_normalisation
+
+    test = ImageSource.from_folder(data / "test")
+    model = build_model("small_cnn", num_classes=test.num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    mean, std = input_normalisation("small_cnn")
+    loader = make_loader("dali", test, batch_size=5, train=False, spec=TransformSpec(resize=40, crop=32, mean=mean, std=std),
+                         device="cpu", seed=0, workers=1)
+    with torch.no_grad():
+        right = sum(int(model(x[None])[0].argmax()) == y for b in loader for x, y in zip(b.images, b.labels.tolist()))
+    return right / len(test)
+
+
 def test_automix_trains_resumes_bit_identical_and_scores_its_labels(birds, tmp_path, monkeypatch):
     """--mix automix: each step adds its one-hot loss (weight 1) and the teacher follows
     after it (the clock ends at every step of the run); resumed from its epoch-1 checkpoint
@@ -535,6 +552,8 @@ def test_automix_trains_resumes_bit_identical_and_scores_its_labels(birds, tmp_p
     assert torch.load(tmp_path / "full" / "epoch1.pt", weights_only=False)["mixer"]["step"] == steps // 2
     teacher, student = full["mixer"]["teacher"], full["model"]
     assert teacher.keys() == student.keys() and not torch.equal(teacher["fc.weight"], student["fc.weight"])
+    rows = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["top1_teacher"] == _teacher_score(teacher, birds.root)  # the EMA teacher's top-1, logged
     res = main([*common, "--out", str(tmp_path / "r"), "--resume", str(tmp_path / "full" / "epoch1.pt"),
                 "--save-samples", "--label-fidelity"])
     again = torch.load(tmp_path / "r" / "last.pt", weights_only=False)
