@@ -181,10 +181,11 @@ def train_model(a, data_root: Path, out: Path) -> Path:
 
 
 def trained_automix(model, loader, *, name: str, epochs: int, seed: int, num_classes: int) -> AutoMix:
-    """AutoMix whose Mix Block has trained ``epochs`` epochs of ``loader`` against a copy of
-    ``model`` (a new ``name`` model: not the mid-level branch's hook) as its teacher, frozen
-    (the model is not trained, so the EMA would not move it); returned not training, so
-    scoring changes nothing."""
+    """AutoMix whose Mix Block has trained ``epochs`` epochs of ``loader`` (its schedules
+    over those epochs) against a copy of ``model`` (a new ``name`` model: not the mid-level
+    branch's hook) as its teacher, which keeps the model's weights up to float rounding
+    (the model is not trained: the EMA moves a copy onto itself); returned not training, so scoring changes
+    nothing."""
     mix = AutoMix.following(model, epochs=epochs, steps_per_epoch=len(loader), num_classes=num_classes,
                             teacher=build_model(name, num_classes=num_classes).to(next(model.parameters()).device))
     for e in range(epochs):
@@ -193,7 +194,7 @@ def trained_automix(model, loader, *, name: str, epochs: int, seed: int, num_cla
         rng = generator(seed, "mixer", epoch=e)
         for b in loader:
             mix.resolve(b.images, b.labels, mix.sample(b.images, b.labels, rng=rng))
-            mix.step += 1  # the schedules' clock (the mask loss's weight), as after_step moves it
+            mix.after_step(model)
     return mix.eval()
 
 

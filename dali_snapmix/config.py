@@ -53,6 +53,7 @@ class Config:
     attentive_weights: str | None = None  # its local pretrained state dict (efficientnet_lite0_imagenet ships its own)
     comix_part: int | None = None  # Co-Mixup: images mixed together, consecutive in the batch (default 20, its release's)
     comix_block_num: int | None = None  # Co-Mixup: the grid's side (default 4; -1: drawn from 2, 4, 8, 16 each batch)
+    automix_momentum: float | None = None  # AutoMix: the EMA teacher's first momentum, in [0, 0.99999] (default 0.999, its release's for runs of 74,800 steps; a cosine takes it to 0.99999)
     loss: str = "ce"  # ce: the mixed cross-entropy | bce: BCE on softmax (Manifold Mixup's, PuzzleMix's, Co-Mixup's, GuidedMixup's CIFAR code)
     clean_lam: float = 0.0  # weight of the clean batch's cross-entropy added to each mixed step (PuzzleMix, Co-Mixup, Guided-AP; x 2/C under --loss bce); > 0 puts PuzzleMix's and Co-Mixup's saliency pass in train mode, as their releases
     epochs: int = 200  # training epochs
@@ -120,6 +121,7 @@ OPTIONS = {
     "attentive_weights": ("attention_weights", ["attentivemix"]),
     "comix_part": ("part", ["comixup"]),
     "comix_block_num": ("block_num", ["comixup"]),
+    "automix_momentum": ("base_momentum", ["automix"]),
 }
 APPLIES = {k: fits for k, (_, fits) in OPTIONS.items()}
 # the methods with a CAM pass, which takes the run's --amp and --channels-last
@@ -211,6 +213,8 @@ def check(cfg: Config) -> None:
         raise SystemExit(f"--mix-beta must be > 0, got {cfg.mix_beta}")
     if not cfg.clean_lam >= 0:
         raise SystemExit(f"--clean-lam must be >= 0, got {cfg.clean_lam}")
+    if cfg.automix_momentum is not None and not 0.0 <= cfg.automix_momentum <= 0.99999:
+        raise SystemExit(f"--automix-momentum must be in [0, 0.99999] (its cosine ends at 0.99999), got {cfg.automix_momentum}")
     if cfg.cam_resolution is not None and not 0.0 < cfg.cam_resolution <= 1.0:
         raise SystemExit(f"--cam-resolution must be in (0, 1], got {cfg.cam_resolution}")
     if cfg.cam_cache_every is not None and cfg.cam_cache_every < 0:

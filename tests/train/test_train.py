@@ -566,3 +566,22 @@ def test_automix_trains_resumes_bit_identical_and_scores_its_labels(birds, tmp_p
     assert res["label_error"]["weights"] > 0 and (tmp_path / "r" / "samples.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="--clean-lam 1.0 does not apply to --mix automix"):
         parse_args(["--mix", "automix", "--clean-lam", "1"])
+    with pytest.raises(SystemExit, match=r"--automix-momentum must be in \[0, 0.99999\] .*got 1.0"):
+        parse_args(["--mix", "automix", "--automix-momentum", "1"])
+    with pytest.raises(SystemExit, match="--automix-momentum 0.9 does not apply to --mix cutmix"):
+        parse_args(["--mix", "cutmix", "--automix-momentum", "0.9"])
+
+
+def test_automix_options_reach_it():
+    """--automix-momentum and --mix-beta reach AutoMix; its teacher is the model's weights
+    on another instance, its Mix Block on the stride-8 stage of small_cnn (mid_layer)."""
+    from dali_snapmix.models import SmallCNN
+    from dali_snapmix.trainer import build_mixer
+
+    model = SmallCNN(4)
+    mix = build_mixer(parse_args(["--mix", "automix", "--model", "small_cnn", "--automix-momentum", "0.99",
+                                  "--mix-beta", "1.5"]), 4, 10, torch.device("cpu"), model=model, steps_per_epoch=3)
+    assert (mix.base_momentum, mix.beta, mix.total_steps) == (0.99, 1.5, 200 * 3)
+    assert mix.teacher is not model and all(torch.equal(a, b) for a, b in zip(mix.teacher.state_dict().values(),
+                                                                               model.state_dict().values()))
+    assert mix.block.query.in_channels == model.features[2][3].out_channels + 1  # its stage's channels and lam
