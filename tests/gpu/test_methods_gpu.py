@@ -276,7 +276,8 @@ def test_automix_step_on_cuda_as_on_cpu():
     torch.testing.assert_close(b.weights.cpu(), a.weights, rtol=0, atol=0)
     for k in ("mix_k", "mask"):
         torch.testing.assert_close(mb.last_losses[k].cpu(), ma.last_losses[k], rtol=1e-4, atol=1e-6)
-    for p, q in zip(mb.block.parameters(), ma.block.parameters()):
-        torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=0, atol=1e-5)
+    for p, q in zip(mb.block.parameters(), ma.block.parameters()):  # lr 0.01 x gradients that a ReLU or
+        # max-pool kink can route differently across devices (about 1 % in rare cases, float32 against float64)
+        torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=0, atol=1e-4)
     for (k, p), q in zip(mb.teacher.state_dict().items(), ma.teacher.state_dict().values()):
         torch.testing.assert_close(p.cpu().double(), q.double(), rtol=1e-4, atol=1e-5, msg=k)
