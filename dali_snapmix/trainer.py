@@ -102,9 +102,6 @@ def automix_teacher(cfg: Config, model: nn.Module, num_classes: int, device: tor
     """AutoMix's keywords: its teacher, a new ``cfg.model`` with ``model``'s weights (a
     copy without the hooks --midlevel puts on the classifier), the teacher's stride-16
     stage for the Mix Block, whose initial weights come from their own seed."""
-    if dist.is_initialized():  # phi's gradients would need their own all-reduce: not built
-        raise SystemExit("--mix automix runs in one process: its Mix Block's gradients are not all-reduced across "
-                         "processes (not built yet)")
     teacher = build_model(cfg.model, num_classes=num_classes)
     teacher.load_state_dict(model.state_dict())
     teacher = teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)

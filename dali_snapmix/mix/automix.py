@@ -58,6 +58,11 @@ What differs from the release, on purpose or where it is silent:
 * The teacher's passes run in float32 whatever the run's autocast (the release forces its
   mixup losses to float32); a batch of 1 mixes with itself and a batch of 2 shifts by 1
   where the release's shift, drawn from [1, n - 2], fails.
+* Under torch.distributed each process mixes its own batch, the Mix Block's gradients are
+  averaged over the processes (the release's DDP does this) and the teacher's BatchNorm
+  statistics become rank 0's after every step (as the trainer's DDP keeps the
+  classifier's; the release's does not broadcast buffers), so rank 0's checkpoint is every
+  process's state.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -175,6 +181,10 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         raise ValueError(f"teacher and student must have the same parameters; they differ at {bad[:3]}")
     for k, p in t.items():
         p.mul_(momentum).add_(s[k].detach(), alpha=1.0 - momentum)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def no_repeat_permutation(rng: np.random.Generator, n: int, *, shift_on_failure: bool) -> torch.Tensor:
@@ -384,6 +394,10 @@ class AutoMix(MaskMethod):
         mask = weight * mask_loss(m, lam, margin=self.mask_margin)
         self.optimizer.zero_grad(set_to_none=True)
         (mix_k + mask).backward()
+        if _distributed():  # the Mix Block's gradients averaged over the processes, as the release's DDP does
+            for p in self.block.parameters():
+                dist.all_reduce(p.grad)
+                p.grad.div_(dist.get_world_size())
         self.optimizer.step()
         self.last_losses = {"mix_k": mix_k.detach(), "mask": mask.detach(), "mask_weight": torch.tensor(weight)}
 
@@ -392,6 +406,9 @@ class AutoMix(MaskMethod):
         iteration's momentum; the schedules' clock advances."""
         m = momentum_at(min(self.step, self.total_steps), self.total_steps, base=self.base_momentum, end=self.end_momentum)
         ema_update(self.teacher, model, m)
+        if _distributed():  # every process's teacher statistics become rank 0's, as DDP's broadcast_buffers
+            for b in self.teacher.buffers():  # keeps the classifier's (and as rank 0's checkpoint holds them)
+                dist.broadcast(b, 0)
         self.step += 1
 
     def state_dict(self) -> dict:

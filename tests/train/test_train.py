@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dali_snapmix.config import mixing_on
-from dali_snapmix.trainer import Config, logits_and_loss, main, parse_args
+from dali_snapmix.models import SmallCNN
+from dali_snapmix.trainer import Config, build_mixer, logits_and_loss, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--model", "small_cnn", "--resize", "40", "--crop", "32", "--batch-size", "8", "--lr-steps", "2"]
@@ -585,3 +586,23 @@ def test_automix_options_reach_it():
     assert mix.teacher is not model and all(torch.equal(a, b) for a, b in zip(mix.teacher.state_dict().values(),
                                                                                model.state_dict().values()))
     assert mix.block.query.in_channels == model.features[2][3].out_channels + 1  # its stage's channels and lam
+
+
+def test_automix_under_two_processes_keeps_one_mix_block(birds, tmp_path, free_port):
+    """2 gloo processes, each mixing its own batches: the Mix Block's gradients are averaged
+    and the teacher's statistics broadcast, so every process ends with the same Mix Block,
+    optimiser and teacher, bit for bit (rank 0's checkpoint is each one's state), and one
+    that the processes' own batches moved."""
+    args = ["--data", str(birds.root), "--epochs", "1", *TINY, "--batch-size", "4", "--mix", "automix", "--workers", "1",
+            "--out", str(tmp_path / "two")]
+    p = _torchrun(args, free_port, script=ROOT / "tests" / "train" / "train_saving_mixer.py")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r0, r1 = (torch.load(tmp_path / "two" / f"mixer_rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["step"] == r1["step"] > 0
+    for part in ("block", "teacher"):
+        assert all(torch.equal(v, r1[part][k]) for k, v in r0[part].items()), part
+    assert all(torch.equal(s["momentum_buffer"], r1["optimizer"]["state"][i]["momentum_buffer"])
+               for i, s in r0["optimizer"]["state"].items())
+    start = build_mixer(parse_args(["--mix", "automix", "--model", "small_cnn"]), 12, 10, torch.device("cpu"),
+                        model=SmallCNN(12), steps_per_epoch=1)
+    assert not torch.equal(start.block.value.weight, r0["block"]["value.weight"])  # it trained
