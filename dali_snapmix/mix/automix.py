@@ -234,7 +234,12 @@ class AutoMix(MaskMethod):
     ``layer`` (``channels`` channels; the trainer's: a ResNet's ``layer3``, the stride-16
     stage of others, :func:`dali_snapmix.models.mid_layer`). ``epochs`` x
     ``steps_per_epoch`` iterations set the schedules. A new method is training
-    (:meth:`train`): each ``resolve`` then also takes the Mix Block's SGD step."""
+    (:meth:`train`): each ``resolve`` then also takes the Mix Block's SGD step. The other
+    keywords are the release's CUB settings: ``beta`` (alpha), ``lam_margin``, the mask
+    loss's ``mask_loss_weight`` (annealed to 0) and ``mask_margin``, the teacher's momentum
+    from ``base_momentum`` to ``end_momentum``, the Mix Block's SGD (``block_lr`` annealed
+    to ``block_lr_min`` by epoch, ``block_momentum``, ``block_weight_decay``);
+    ``channels_last`` feeds the teacher channels_last input (the trainer's --channels-last)."""
 
     name = "automix"
     params_type = AutoMixParams
