@@ -102,6 +102,8 @@ def automix_teacher(cfg: Config, model: nn.Module, num_classes: int, device: tor
     """AutoMix's keywords: its teacher, a new ``cfg.model`` with ``model``'s weights (a
     copy without the hooks --midlevel puts on the classifier), the teacher's stride-16
     stage for the Mix Block, whose initial weights come from their own seed."""
+    if model is None:
+        raise SystemExit("--mix automix needs the classifier it follows: build_mixer(..., model=, steps_per_epoch=)")
     teacher = build_model(cfg.model, num_classes=num_classes)
     teacher.load_state_dict(model.state_dict())
     teacher = teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
@@ -569,8 +571,9 @@ def finish(run: Run) -> dict:
                   mean_last3=sum(h[key] for h in ev[-3:]) / len(ev[-3:]),
                   seconds_per_epoch=float(np.median([h["seconds"] for h in history])),
                   images_per_s=history[-1]["images_per_s"])
-    if "top1_teacher" in ev[-1]:  # AutoMix: its EMA teacher's top-1 too (its release reports the best of its heads)
-        result.update(top1_teacher=ev[-1]["top1_teacher"], best_top1_teacher=max(h["top1_teacher"] for h in ev))
+    teacher = [h["top1_teacher"] for h in ev if "top1_teacher" in h]  # AutoMix's EMA teacher (its release
+    if teacher:  # reports the best of its heads)
+        result.update(top1_teacher=teacher[-1], best_top1_teacher=max(teacher))
     if run.rank != 0:
         return result
     if cfg.save_samples or cfg.label_fidelity:

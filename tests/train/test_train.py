@@ -576,9 +576,6 @@ def test_automix_trains_resumes_bit_identical_and_scores_its_labels(birds, tmp_p
 def test_automix_options_reach_it():
     """--automix-momentum and --mix-beta reach AutoMix; its teacher is the model's weights
     on another instance, its Mix Block on the stride-8 stage of small_cnn (mid_layer)."""
-    from dali_snapmix.models import SmallCNN
-    from dali_snapmix.trainer import build_mixer
-
     model = SmallCNN(4)
     mix = build_mixer(parse_args(["--mix", "automix", "--model", "small_cnn", "--automix-momentum", "0.99",
                                   "--mix-beta", "1.5"]), 4, 10, torch.device("cpu"), model=model, steps_per_epoch=3)
@@ -586,6 +583,8 @@ def test_automix_options_reach_it():
     assert mix.teacher is not model and all(torch.equal(a, b) for a, b in zip(mix.teacher.state_dict().values(),
                                                                                model.state_dict().values()))
     assert mix.block.query.in_channels == model.features[2][3].out_channels + 1  # its stage's channels and lam
+    with pytest.raises(SystemExit, match="--mix automix needs the classifier it follows"):
+        build_mixer(parse_args(["--mix", "automix"]), 4, 10, torch.device("cpu"))
 
 
 def test_automix_under_two_processes_keeps_one_mix_block(birds, tmp_path, free_port):
