@@ -35,20 +35,13 @@ from .data.synthetic import load_part_mask, part_mask_path
 from .mix.base import MixedBatch
 from .mix.comixup import CoMixMaskParams
 from .mix.params import BlendParams, BoxParams, MaskParams, pixel_weights
+from .models import snapshot
 from .seeding import generator
 
 __all__ = ["LIE", "PartMasks", "PartTruth", "group_label_errors", "label_errors", "left_out", "measure", "paired",
            "part_truth", "snapshot", "summarise"]
 
 LIE = 0.3  # a weight further than this from the truth is counted as a lie
-
-
-def snapshot(model: torch.nn.Module):
-    """A function that puts ``model``'s weights and buffers back as they are now: the
-    released SnapMix CAM pass runs in train mode and moves BatchNorm statistics, which a
-    measurement must not do."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    return lambda: model.load_state_dict(state)
 
 
 class PartMasks:

@@ -8,7 +8,7 @@ from torch import nn
 from .data.spec import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["SHIPS_WEIGHTS", "TORCHVISION", "MidLevel", "SmallCNN", "attention_network", "build_model", "classifier_of", "efficientnet_lite0_imagenet",
-           "fixed_attention", "init_new_head", "input_normalisation", "load_pretrained", "mid_layer"]
+           "fixed_attention", "init_new_head", "input_normalisation", "load_pretrained", "mid_layer", "snapshot"]
 
 
 class SmallCNN(nn.Module):
@@ -273,3 +273,11 @@ def mid_layer(model: nn.Module) -> tuple[nn.Module, int, bool]:
         # recipe (loss 4e6 after one epoch, 2e24 after three; 2026-12-05), so it is normalised
         return blocks[4], blocks[4][-1].conv_pwl.out_channels, True
     raise ValueError(f"--midlevel supports ResNet, timm EfficientNet and small_cnn, not {type(model).__name__}")
+
+
+def snapshot(model: nn.Module):
+    """A function that puts ``model``'s weights and buffers back as they are now: a pass in
+    train mode (the released SnapMix CAM pass, AutoMix's teacher) moves BatchNorm
+    statistics, which a measurement must not do."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return lambda: model.load_state_dict(state)

@@ -46,6 +46,7 @@ from .config import (
 )
 from .data import Batch, ImageSource, TransformSpec, ensure_synthetic_birds, make_loader, resolve_device
 from .mix import LOSSES, CAMCache, MixMethod, build_mix, hidden_mixing
+from .mix.automix import teacher_parts
 from .models import (
     SHIPS_WEIGHTS,
     MidLevel,
@@ -55,7 +56,6 @@ from .models import (
     init_new_head,
     input_normalisation,
     load_pretrained,
-    mid_layer,
 )
 from .seeding import generator, torch_seed
 
@@ -105,14 +105,13 @@ def automix_teacher(cfg: Config, model: nn.Module, num_classes: int, device: tor
     if model is None:
         raise SystemExit("--mix automix needs the classifier it follows: build_mixer(..., model=, steps_per_epoch=)")
     teacher = build_model(cfg.model, num_classes=num_classes)
-    teacher.load_state_dict(model.state_dict())
     teacher = teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     try:
-        layer, channels, _ = mid_layer(teacher)
+        parts = teacher_parts(model, teacher=teacher)
     except ValueError as e:
         raise SystemExit(f"--mix automix: its Mix Block reads a stride-16 stage: {e}") from None
     torch.manual_seed(torch_seed(cfg.seed, "mix_block"))
-    return dict(teacher=teacher, layer=layer, channels=channels)
+    return parts
 
 
 def logits_and_loss(model, images, target, *, amp: str, tdev: torch.device, loss: str = "ce"):
@@ -147,7 +146,9 @@ def clean_loss(model, images, labels, *, weight: float, loss: str, amp: str, tde
 
 @torch.no_grad()
 def evaluate(model, loader, tdev, *, channels_last: bool = False) -> tuple[float, float]:
-    """(top-1, top-1 of logits + branch logits); reduced across processes."""
+    """(top-1, top-1 of logits + branch logits); reduced across processes. The model is
+    left in the mode it was in."""
+    was_training = model.training
     model.eval()
     c = torch.zeros(3, dtype=torch.float64)
     for b in loader:
@@ -159,6 +160,7 @@ def evaluate(model, loader, tdev, *, channels_last: bool = False) -> tuple[float
         c[0] += (out.argmax(1) == b.labels).sum().item()
         c[1] += ((fused if fused is not None else out).argmax(1) == b.labels).sum().item()
         c[2] += len(b)
+    model.train(was_training)
     if dist.is_initialized():
         c = c.to(tdev)
         dist.all_reduce(c)
@@ -607,7 +609,6 @@ def train(cfg: Config, *, on_batch: Callable[[int, int, Batch], None] | None = N
         teacher = run.mixer.teacher if run.mixer.learned else None
         if top1 is not None and teacher is not None:  # AutoMix's EMA teacher: what its release's maintainers report
             row["top1_teacher"] = evaluate(teacher, run.test_loader, run.tdev, channels_last=cfg.channels_last)[0]
-            teacher.train()  # its passes in training run in train mode, as the release's
         cams = share_cams(run, cams_before)
         if cams is not None:
             row["cams"] = cams

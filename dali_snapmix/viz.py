@@ -64,17 +64,18 @@ def save_sample_grid(path: str | Path, *, out: MixedBatch, params, mean, std,
         elif isinstance(params, CoMixMaskParams) and params.mix:  # the group's parts, block by block as the images
             shown = params.combine(shown)
         shown = shown[:, 0].numpy()
-    outline = None  # a mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
+    own = None  # a per-pixel mask's own-image weights
     if isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3:
-        m = params.masks[:n].cpu().float()
-        above = m >= 0.5
-        edges = float((above[:, 1:] != above[:, :-1]).float().mean() + (above[:, :, 1:] != above[:, :, :-1]).float().mean())
+        own = params.masks[:n].cpu().float().numpy()
+    outline = None  # the mask's 0.5 level (where the partner takes over), dashed, where it is a few clean lines
+    if own is not None:
+        above = own >= 0.5
+        edges = float((above[:, 1:] != above[:, :-1]).mean() + (above[:, :, 1:] != above[:, :, :-1]).mean())
         if edges < 0.05:  # not the random rows, columns, pixels and elements: speckle
-            outline = m.numpy()
+            outline = own
     level = 0.5 if boxes else 0.45  # where the image shows at least about half of a part (a blend's 0.5 too)
     maps = spm_reference(cam.cpu(), image_size=(h, w)).numpy() * (h * w) if cam is not None else None
-    masks = params.masks[:n].cpu().float().numpy() if (
-        show_masks and isinstance(params, MaskParams) and params.mix and params.masks.dim() == 3) else None
+    masks = own if show_masks else None
     per = 3 if maps is not None else 2 if masks is not None else 1
     cols = 2 if maps is not None else 4
     rows = -(-n // cols)

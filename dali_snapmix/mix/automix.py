@@ -76,12 +76,13 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models import mid_layer, snapshot
 from .base import check_beta, check_prob
 from .masks import MaskMethod, mask_params
 from .params import MaskParams, _check_perm, coin, permutation
 
 __all__ = ["AutoMix", "AutoMixParams", "MixBlock", "ema_update", "mask_loss", "mask_loss_weight_at", "momentum_at",
-           "no_repeat_permutation"]
+           "no_repeat_permutation", "teacher_parts"]
 
 
 class MixBlock(nn.Module):
@@ -181,6 +182,22 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         raise ValueError(f"teacher and student must have the same parameters; they differ at {bad[:3]}")
     for k, p in t.items():
         p.mul_(momentum).add_(s[k].detach(), alpha=1.0 - momentum)
+
+
+def teacher_parts(model: nn.Module, *, teacher: nn.Module | None = None) -> dict:
+    """AutoMix's ``teacher``, ``layer`` and ``channels`` for a classifier ``model``: the
+    teacher ``copy.deepcopy(model)``, or ``teacher`` (a new instance of the same
+    architecture) given ``model``'s weights, which a model carrying other objects' forward
+    hooks (--midlevel's branch) needs, or the copy would carry them too; the Mix Block on
+    its stride-16 stage (:func:`dali_snapmix.models.mid_layer`; ValueError for others)."""
+    import copy
+
+    if teacher is None:
+        teacher = copy.deepcopy(model)
+    else:
+        teacher.load_state_dict(model.state_dict())
+    layer, channels, _ = mid_layer(teacher)
+    return dict(teacher=teacher, layer=layer, channels=channels)
 
 
 def _distributed() -> bool:
@@ -286,22 +303,9 @@ class AutoMix(MaskMethod):
     @classmethod
     def following(cls, model: nn.Module, *, epochs: int, steps_per_epoch: int, teacher: nn.Module | None = None,
                   **options) -> AutoMix:
-        """AutoMix whose teacher is a copy of ``model`` (a ResNet, timm EfficientNet or
-        small_cnn), its Mix Block on the copy's stride-16 stage (:func:`dali_snapmix.models.mid_layer`).
-        The copy is ``copy.deepcopy(model)``, or ``teacher`` (a new instance of the same
-        architecture) given ``model``'s weights: a model carrying other objects' forward
-        hooks (--midlevel's branch) needs one, or the copy would carry them too."""
-        import copy
-
-        from ..models import mid_layer
-
-        if teacher is None:
-            teacher = copy.deepcopy(model)
-        else:
-            teacher.load_state_dict(model.state_dict())
-        layer, channels, _ = mid_layer(teacher)
-        return cls(teacher=teacher, layer=layer, channels=channels, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                   **options)
+        """AutoMix following ``model`` (a ResNet, timm EfficientNet or small_cnn): its
+        teacher and Mix Block's stage from :func:`teacher_parts`."""
+        return cls(**teacher_parts(model, teacher=teacher), epochs=epochs, steps_per_epoch=steps_per_epoch, **options)
 
     def _keep(self, module, inputs, output) -> None:
         self._features = output
@@ -363,7 +367,7 @@ class AutoMix(MaskMethod):
         n, _, h, w = images.shape
         if not params.mix:
             return MaskParams(mix=False, perm=torch.arange(n), masks=torch.zeros(n, h, w), w_a=torch.ones(n))
-        kept = None if self.training else {k: b.clone() for k, b in self.teacher.named_buffers()}
+        restore = None if self.training else snapshot(self.teacher)
         feats = self.teacher_features(images)
         s = self.scale_factor(images, feats)
         with torch.no_grad():  # before phi's step: the release computes both masks in one forward
@@ -371,9 +375,7 @@ class AutoMix(MaskMethod):
         if self.training:
             self.learn(images, labels, feats, params, scale_factor=s)
         else:
-            with torch.no_grad():
-                for k, b in self.teacher.named_buffers():
-                    b.copy_(kept[k])
+            restore()
         lam = params.lam_bb
         w_a = torch.full((n,), lam, dtype=torch.float32)
         if lam <= self.lam_margin or lam >= 1 - self.lam_margin:  # the release's fallback: plain Mixup
@@ -404,7 +406,7 @@ class AutoMix(MaskMethod):
                 dist.all_reduce(p.grad)
                 p.grad.div_(dist.get_world_size())
         self.optimizer.step()
-        self.last_losses = {"mix_k": mix_k.detach(), "mask": mask.detach(), "mask_weight": torch.tensor(weight)}
+        self.last_losses = {"mix_k": mix_k.detach(), "mask": mask.detach()}
 
     def after_step(self, model: nn.Module) -> None:
         """After the classifier's step: the teacher <- EMA of ``model`` at this
